@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Skein needs to build and test.
+# Idempotent: packages already present are left alone by apt-get.
+set -euo pipefail
+
+packages=(
+    build-essential cmake pkg-config git ca-certificates
+    protobuf-c-compiler libprotobuf-c-dev
+    liblmdb-dev lmdb-utils libxxhash-dev
+    libcmocka-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#packages[@]} packages present"
+    exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}"
