@@ -63,21 +63,21 @@ typedef uint64_t raft_node_id; /* node id, 0 = none */
 #define RAFT_MAX_READS 4096
 
 /** Error codes returned by the core (0 is success). */
-#define RAFT_ERRORS(X)                                                      \
-    X(RAFT_OK, "ok")                                                        \
-    X(RAFT_ENOTLEADER, "not the leader")                                    \
-    X(RAFT_ENOLEADER, "no leader known")                                    \
-    X(RAFT_ETRANSFER, "leadership transfer in progress")                    \
-    X(RAFT_EBUSY, "too many uncommitted entries or pending requests")       \
-    X(RAFT_ECONFPENDING, "a configuration change is already in progress")   \
-    X(RAFT_ENOTREADY, "leader has not committed an entry of its term yet")  \
-    X(RAFT_EINVAL, "invalid argument")                                      \
-    X(RAFT_ENOTFOUND, "no such member")                                     \
-    X(RAFT_EEXIST, "member already exists")                                 \
-    X(RAFT_ENOTCAUGHTUP, "learner is not caught up")                        \
-    X(RAFT_ENOMEM, "out of memory")                                         \
-    X(RAFT_ESTORAGE, "storage failed or returned inconsistent data")        \
-    X(RAFT_ECOMPACTED, "requested entries were compacted")                  \
+#define RAFT_ERRORS(X)                                                     \
+    X(RAFT_OK, "ok")                                                       \
+    X(RAFT_ENOTLEADER, "not the leader")                                   \
+    X(RAFT_ENOLEADER, "no leader known")                                   \
+    X(RAFT_ETRANSFER, "leadership transfer in progress")                   \
+    X(RAFT_EBUSY, "too many uncommitted entries or pending requests")      \
+    X(RAFT_ECONFPENDING, "a configuration change is already in progress")  \
+    X(RAFT_ENOTREADY, "leader has not committed an entry of its term yet") \
+    X(RAFT_EINVAL, "invalid argument")                                     \
+    X(RAFT_ENOTFOUND, "no such member")                                    \
+    X(RAFT_EEXIST, "member already exists")                                \
+    X(RAFT_ENOTCAUGHTUP, "learner is not caught up")                       \
+    X(RAFT_ENOMEM, "out of memory")                                        \
+    X(RAFT_ESTORAGE, "storage failed or returned inconsistent data")       \
+    X(RAFT_ECOMPACTED, "requested entries were compacted")                 \
     X(RAFT_ETOOBIG, "entry larger than the configured limit")
 
 #define RAFT_ERROR_ENUM(name, text) name,
@@ -85,7 +85,7 @@ enum raft_error { RAFT_ERRORS(RAFT_ERROR_ENUM) RAFT_ERROR_COUNT };
 #undef RAFT_ERROR_ENUM
 
 /** Returns a static, human-readable text for a raft_error code. */
-const char *raft_strerror(int code);
+const char* raft_strerror(int code);
 
 enum raft_role {
     RAFT_FOLLOWER = 0,
@@ -95,7 +95,7 @@ enum raft_role {
 };
 
 /** Returns "follower", "pre-candidate", "candidate" or "leader". */
-const char *raft_role_name(enum raft_role role);
+const char* raft_role_name(enum raft_role role);
 
 enum raft_entry_type {
     RAFT_ENTRY_NORMAL = 0, /* client data, opaque to the core */
@@ -109,16 +109,16 @@ struct raft_entry {
     raft_index index;
     uint32_t type; /* enum raft_entry_type */
     uint32_t len;  /* bytes at data */
-    const uint8_t *data;
+    const uint8_t* data;
 };
 
 enum raft_member_role { RAFT_VOTER = 0, RAFT_LEARNER = 1 };
 
 /** A cluster configuration: who votes and who only learns. */
 struct raft_conf {
-    uint32_t count;                       /* members used */
-    raft_node_id ids[RAFT_MAX_NODES];     /* member ids, unique, non-zero */
-    uint8_t roles[RAFT_MAX_NODES];        /* enum raft_member_role */
+    uint32_t count;                   /* members used */
+    raft_node_id ids[RAFT_MAX_NODES]; /* member ids, unique, non-zero */
+    uint8_t roles[RAFT_MAX_NODES];    /* enum raft_member_role */
 };
 
 /** Bytes needed by raft_conf_encode for a conf with `count` members. */
@@ -128,20 +128,20 @@ struct raft_conf {
  * Encodes `conf` into `buf` (at least RAFT_CONF_ENCODED_MAX bytes).
  * Returns the number of bytes written.
  */
-size_t raft_conf_encode(const struct raft_conf *conf, uint8_t *buf);
+size_t raft_conf_encode(const struct raft_conf* conf, uint8_t* buf);
 
 /**
  * Decodes a conf written by raft_conf_encode. Returns RAFT_OK, or
  * RAFT_EINVAL if the bytes are malformed (wrong length, zero or duplicate
  * id, unknown role, too many members); `out` is then unspecified.
  */
-int raft_conf_decode(const uint8_t *buf, size_t len, struct raft_conf *out);
+int raft_conf_decode(const uint8_t* buf, size_t len, struct raft_conf* out);
 
 /** Returns the member's role, or -1 if `id` is not in the conf. */
-int raft_conf_role(const struct raft_conf *conf, raft_node_id id);
+int raft_conf_role(const struct raft_conf* conf, raft_node_id id);
 
 /** Number of voters in `conf`. */
-uint32_t raft_conf_voter_count(const struct raft_conf *conf);
+uint32_t raft_conf_voter_count(const struct raft_conf* conf);
 
 /** Metadata of a snapshot: the state machine at one applied index. */
 struct raft_snapshot_meta {
@@ -158,23 +158,23 @@ struct raft_hard_state {
 };
 
 enum raft_msg_type {
-    RAFT_MSG_APPEND = 1,        /* AppendEntries request */
-    RAFT_MSG_APPEND_RESP,       /* AppendEntries response */
-    RAFT_MSG_VOTE,              /* RequestVote request */
-    RAFT_MSG_VOTE_RESP,         /* RequestVote response */
-    RAFT_MSG_PREVOTE,           /* pre-vote request (thesis §9.6) */
-    RAFT_MSG_PREVOTE_RESP,      /* pre-vote response */
-    RAFT_MSG_HEARTBEAT,         /* empty AppendEntries with read context */
-    RAFT_MSG_HEARTBEAT_RESP,    /* echoes the read context */
-    RAFT_MSG_SNAPSHOT,          /* InstallSnapshot (driver carries data) */
-    RAFT_MSG_TIMEOUT_NOW,       /* leader transfer: start election now */
-    RAFT_MSG_READ_INDEX,        /* follower asks leader for a read index */
-    RAFT_MSG_READ_INDEX_RESP,   /* leader answers with the read index */
+    RAFT_MSG_APPEND = 1,      /* AppendEntries request */
+    RAFT_MSG_APPEND_RESP,     /* AppendEntries response */
+    RAFT_MSG_VOTE,            /* RequestVote request */
+    RAFT_MSG_VOTE_RESP,       /* RequestVote response */
+    RAFT_MSG_PREVOTE,         /* pre-vote request (thesis §9.6) */
+    RAFT_MSG_PREVOTE_RESP,    /* pre-vote response */
+    RAFT_MSG_HEARTBEAT,       /* empty AppendEntries with read context */
+    RAFT_MSG_HEARTBEAT_RESP,  /* echoes the read context */
+    RAFT_MSG_SNAPSHOT,        /* InstallSnapshot (driver carries data) */
+    RAFT_MSG_TIMEOUT_NOW,     /* leader transfer: start election now */
+    RAFT_MSG_READ_INDEX,      /* follower asks leader for a read index */
+    RAFT_MSG_READ_INDEX_RESP, /* leader answers with the read index */
     RAFT_MSG_TYPE_MAX
 };
 
 /** Returns a short name for a message type ("append", "vote", ...). */
-const char *raft_msg_type_name(int type);
+const char* raft_msg_type_name(int type);
 
 /**
  * A message between cores. Fields not used by a type are zero. The meaning
@@ -202,7 +202,7 @@ struct raft_message {
     bool reject;
     bool force;
     uint32_t n_entries;
-    const struct raft_entry *entries;
+    const struct raft_entry* entries;
     struct raft_snapshot_meta snapshot;
 };
 
@@ -212,17 +212,17 @@ struct raft_message {
  * what the driver wrote; the core treats any error as RAFT_ESTORAGE.
  */
 struct raft_storage {
-    void *ctx;
+    void* ctx;
     /** First index still in the log (compaction boundary + 1). */
-    raft_index (*first_index)(void *ctx);
+    raft_index (*first_index)(void* ctx);
     /** Last index in the log, first_index - 1 when empty. */
-    raft_index (*last_index)(void *ctx);
+    raft_index (*last_index)(void* ctx);
     /**
      * Term of entry `index`, valid for first_index - 1 <= index <=
      * last_index (the entry before the first is the compaction boundary).
      * Returns RAFT_ECOMPACTED below that range.
      */
-    int (*term)(void *ctx, raft_index index, raft_term *out);
+    int (*term)(void* ctx, raft_index index, raft_term* out);
     /**
      * Fills out[0..*n) with entries [lo, hi), stopping early once more than
      * max_bytes of data were returned (always at least one entry).
@@ -230,8 +230,12 @@ struct raft_storage {
      * the next call on this storage. Returns RAFT_ECOMPACTED if lo <
      * first_index.
      */
-    int (*entries)(void *ctx, raft_index lo, raft_index hi, size_t max_bytes,
-                   struct raft_entry *out, size_t *n);
+    int (*entries)(void* ctx,
+                   raft_index lo,
+                   raft_index hi,
+                   size_t max_bytes,
+                   struct raft_entry* out,
+                   size_t* n);
 };
 
 /** Planted bugs, compiled in, off unless the simulator asks (mutants). */
@@ -247,7 +251,7 @@ enum raft_mutant {
 };
 
 /** Name of a mutant ("vote-no-log-check", ...); NULL if out of range. */
-const char *raft_mutant_name(int mutant);
+const char* raft_mutant_name(int mutant);
 
 /** Parameters fixed at raft_init. */
 struct raft_config {
@@ -258,7 +262,7 @@ struct raft_config {
     uint32_t max_inflight;            /* appends in flight per follower */
     size_t max_msg_bytes;             /* entry bytes per AppendEntries */
     size_t max_entry_bytes;           /* largest accepted entry */
-    size_t max_uncommitted_bytes;     /* leader refuses proposals above */
+    uint64_t max_uncommitted_entries; /* leader refuses proposals above */
     size_t max_apply_bytes;           /* committed bytes per ready batch */
     raft_index learner_catchup_gap;   /* promote when match >= last - gap */
     bool pre_vote;                    /* thesis §9.6 */
@@ -267,33 +271,33 @@ struct raft_config {
 };
 
 /** Fills `cfg` with production defaults for node `id`. */
-void raft_config_default(struct raft_config *cfg, raft_node_id id);
+void raft_config_default(struct raft_config* cfg, raft_node_id id);
 
 /** Progress replication state of a follower (etcd's tracker design). */
 enum raft_progress_state {
-    RAFT_PROGRESS_PROBE = 0,     /* one append at a time to find the match */
-    RAFT_PROGRESS_REPLICATE,     /* pipelined appends, bounded in flight */
-    RAFT_PROGRESS_SNAPSHOT,      /* waiting for a snapshot to land */
+    RAFT_PROGRESS_PROBE = 0, /* one append at a time to find the match */
+    RAFT_PROGRESS_REPLICATE, /* pipelined appends, bounded in flight */
+    RAFT_PROGRESS_SNAPSHOT,  /* waiting for a snapshot to land */
 };
 
 /** A leader's view of one member, for status pages and health. */
 struct raft_progress_info {
     raft_node_id id;
-    uint8_t role;         /* enum raft_member_role */
-    uint8_t state;        /* enum raft_progress_state */
-    bool recent_active;   /* heard from within the election timeout */
-    raft_index match;     /* highest index known replicated */
-    raft_index next;      /* next index to send */
-    uint32_t inflight;    /* appends in flight */
-    uint64_t last_contact_tick; /* tick of the last response, 0 = never */
+    uint8_t role;                /* enum raft_member_role */
+    uint8_t state;               /* enum raft_progress_state */
+    bool recent_active;          /* heard from within the election timeout */
+    raft_index match;            /* highest index known replicated */
+    raft_index next;             /* next index to send */
+    uint32_t inflight;           /* appends in flight */
+    uint64_t last_contact_tick;  /* tick of the last response, 0 = never */
     raft_index pending_snapshot; /* snapshot index being sent, or 0 */
 };
 
 /** A read whose index is now known (or which failed). */
 struct raft_read_state {
-    uint64_t context;  /* the driver's request id */
-    raft_index index;  /* serve once applied >= index */
-    bool failed;       /* leadership lost: the read was not confirmed */
+    uint64_t context; /* the driver's request id */
+    raft_index index; /* serve once applied >= index */
+    bool failed;      /* leadership lost: the read was not confirmed */
 };
 
 /** Everything the driver must do after a series of steps. */
@@ -301,14 +305,14 @@ struct raft_ready {
     bool hard_state_changed;
     bool must_sync; /* hard state / snapshot durable before sending */
     struct raft_hard_state hard_state;
-    const struct raft_snapshot_meta *snapshot; /* install, or NULL */
-    const struct raft_entry *entries;           /* to append (step 3) */
+    const struct raft_snapshot_meta* snapshot; /* install, or NULL */
+    const struct raft_entry* entries;          /* to append (step 3) */
     size_t n_entries;
-    const struct raft_message *messages;
+    const struct raft_message* messages;
     size_t n_messages;
-    const struct raft_entry *committed; /* to apply, in order */
+    const struct raft_entry* committed; /* to apply, in order */
     size_t n_committed;
-    const struct raft_read_state *reads;
+    const struct raft_read_state* reads;
     size_t n_reads;
 };
 
@@ -322,8 +326,8 @@ enum raft_event_type {
 };
 
 struct raft_event {
-    uint32_t type; /* enum raft_event_type */
-    const struct raft_message *message; /* RECEIVE */
+    uint32_t type;                      /* enum raft_event_type */
+    const struct raft_message* message; /* RECEIVE */
     raft_index index;                   /* PERSISTED */
     raft_term term;                     /* PERSISTED */
     raft_node_id peer;                  /* SNAPSHOT_DONE, UNREACHABLE */
@@ -346,26 +350,28 @@ struct raft; /* opaque */
  * `start` and outlive the core. Returns RAFT_OK and sets *out (caller owns
  * it, free with raft_close), or an error code (nothing allocated).
  */
-int raft_init(const struct raft_config *cfg, const struct raft_storage *storage,
-              const struct raft_start_state *start, struct raft **out);
+int raft_init(const struct raft_config* cfg,
+              const struct raft_storage* storage,
+              const struct raft_start_state* start,
+              struct raft** out);
 
 /** Frees the core and everything it owns. Accepts NULL. */
-void raft_close(struct raft *r);
+void raft_close(struct raft* r);
 
 /** Feeds one event. Returns RAFT_OK or an error code (state unchanged). */
-int raft_step(struct raft *r, const struct raft_event *ev);
+int raft_step(struct raft* r, const struct raft_event* ev);
 
 /** True when raft_ready() has anything to hand out. */
-bool raft_has_ready(const struct raft *r);
+bool raft_has_ready(const struct raft* r);
 
 /**
  * Collects the work accumulated since the last raft_advance() into `rd`.
  * Pointers stay valid until raft_advance(). Call raft_advance() next.
  */
-void raft_ready(struct raft *r, struct raft_ready *rd);
+void raft_ready(struct raft* r, struct raft_ready* rd);
 
 /** Acknowledges the batch from raft_ready(): see the driver contract. */
-void raft_advance(struct raft *r);
+void raft_advance(struct raft* r);
 
 /**
  * Proposes `n` entries of `type` (NORMAL or NOOP) with the given data
@@ -374,9 +380,13 @@ void raft_advance(struct raft *r);
  * index with another term means the proposal was lost. Returns
  * RAFT_ENOTLEADER, RAFT_ETRANSFER, RAFT_EBUSY, RAFT_ETOOBIG, RAFT_EINVAL.
  */
-int raft_propose(struct raft *r, uint32_t type, const uint8_t *const *data,
-                 const uint32_t *lens, size_t n, raft_index *first_index,
-                 raft_term *term);
+int raft_propose(struct raft* r,
+                 uint32_t type,
+                 const uint8_t* const* data,
+                 const uint32_t* lens,
+                 size_t n,
+                 raft_index* first_index,
+                 raft_term* term);
 
 enum raft_conf_change {
     RAFT_CONF_ADD_LEARNER = 1, /* add a non-voting member */
@@ -391,8 +401,10 @@ enum raft_conf_change {
  * promoting a learner that lags, RAFT_EEXIST / RAFT_ENOTFOUND for bad ids.
  * On success sets *index to the conf entry's index.
  */
-int raft_change_conf(struct raft *r, int change, raft_node_id id,
-                     raft_index *index);
+int raft_change_conf(struct raft* r,
+                     int change,
+                     raft_node_id id,
+                     raft_index* index);
 
 /**
  * Asks for a linearizable read (ReadIndex, thesis §6.4). `context` is the
@@ -400,14 +412,14 @@ int raft_change_conf(struct raft *r, int change, raft_node_id id,
  * Returns RAFT_ENOLEADER when there is no leader to ask, RAFT_EBUSY when
  * too many reads are pending.
  */
-int raft_read_index(struct raft *r, uint64_t context);
+int raft_read_index(struct raft* r, uint64_t context);
 
 /**
  * Starts a leadership transfer to `to` (thesis §3.10). Proposals are
  * refused until it completes or aborts (after an election timeout).
  * Returns RAFT_ENOTLEADER, RAFT_EINVAL (self, not a voter) or RAFT_OK.
  */
-int raft_transfer_leader(struct raft *r, raft_node_id to);
+int raft_transfer_leader(struct raft* r, raft_node_id to);
 
 /**
  * Tells the core the driver saved a snapshot of the state machine at
@@ -415,42 +427,44 @@ int raft_transfer_leader(struct raft *r, raft_node_id to);
  * the snapshot's metadata (term and conf at index). Returns RAFT_EINVAL if
  * index is beyond what was applied or older than the current snapshot.
  */
-int raft_snapshot_taken(struct raft *r, raft_index index,
-                        struct raft_snapshot_meta *meta);
+int raft_snapshot_taken(struct raft* r,
+                        raft_index index,
+                        struct raft_snapshot_meta* meta);
 
 /** True if this leader heard from a quorum within the last election
  * timeout, so no other leader can exist (lease for reads, thesis §6.4.1).
  */
-bool raft_lease_valid(const struct raft *r);
+bool raft_lease_valid(const struct raft* r);
 
 /* Read-only accessors. */
-raft_node_id raft_id(const struct raft *r);
-enum raft_role raft_role(const struct raft *r);
-raft_term raft_current_term(const struct raft *r);
-raft_node_id raft_leader(const struct raft *r);
-raft_node_id raft_voted_for(const struct raft *r);
-raft_index raft_commit_index(const struct raft *r);
-raft_index raft_applied_index(const struct raft *r);
-raft_index raft_last_index(const struct raft *r);
-raft_index raft_persisted_index(const struct raft *r);
-raft_index raft_first_index(const struct raft *r);
-raft_node_id raft_transferee(const struct raft *r);
-const struct raft_conf *raft_conf(const struct raft *r);
-const struct raft_snapshot_meta *raft_snapshot(const struct raft *r);
-uint64_t raft_tick_count(const struct raft *r);
+raft_node_id raft_id(const struct raft* r);
+enum raft_role raft_role(const struct raft* r);
+raft_term raft_current_term(const struct raft* r);
+raft_node_id raft_leader(const struct raft* r);
+raft_node_id raft_voted_for(const struct raft* r);
+raft_index raft_commit_index(const struct raft* r);
+raft_index raft_applied_index(const struct raft* r);
+raft_index raft_last_index(const struct raft* r);
+raft_index raft_persisted_index(const struct raft* r);
+raft_index raft_first_index(const struct raft* r);
+raft_node_id raft_transferee(const struct raft* r);
+const struct raft_conf* raft_conf(const struct raft* r);
+const struct raft_snapshot_meta* raft_snapshot(const struct raft* r);
+uint64_t raft_tick_count(const struct raft* r);
 
 /**
  * Term of the entry at `index` in the core's view of the log (durable and
  * not yet durable). Returns RAFT_OK, RAFT_ECOMPACTED, or RAFT_EINVAL when
  * the index is beyond the last entry.
  */
-int raft_term_at(struct raft *r, raft_index index, raft_term *out);
+int raft_term_at(struct raft* r, raft_index index, raft_term* out);
 
 /**
  * Copies the leader's view of up to `cap` members into `out`. Returns the
  * number written; 0 when not leader.
  */
-size_t raft_progress(const struct raft *r, struct raft_progress_info *out,
+size_t raft_progress(const struct raft* r,
+                     struct raft_progress_info* out,
                      size_t cap);
 
 /**
@@ -458,6 +472,6 @@ size_t raft_progress(const struct raft *r, struct raft_progress_info *out,
  * bounds...). Returns NULL if all hold, else a static description of the
  * first violated one. Used after every step by tests and the simulator.
  */
-const char *raft_check_invariants(struct raft *r);
+const char* raft_check_invariants(struct raft* r);
 
 #endif /* SKEIN_RAFT_H */
