@@ -261,6 +261,20 @@ __attribute__((noreturn)) static void sim_fail_liveness(struct sim* s,
             (unsigned long long)n->applied,
             (unsigned long long)(sim_kv_hash(&n->kv) & 0xffff));
     }
+    struct sim_node* l = sim_leader(s);
+    if (l != NULL) {
+        static const char* const st[] = {"probe", "replicate", "snapshot"};
+        struct raft_progress_info pi[RAFT_MAX_NODES];
+        size_t np = raft_progress(l->core, pi, RAFT_MAX_NODES);
+        off += (size_t)snprintf(buf + off, sizeof(buf) - off, "; leader:");
+        for (size_t k = 0; k < np && off < sizeof(buf); k++) {
+            off += (size_t)snprintf(
+                buf + off, sizeof(buf) - off, " n%llu=%s/m%llu/n%llu/i%u",
+                (unsigned long long)pi[k].id, st[pi[k].state % 3],
+                (unsigned long long)pi[k].match,
+                (unsigned long long)pi[k].next, pi[k].inflight);
+        }
+    }
     sim_fail(s, "liveness",
              "no convergence within %llu ticks after healing (probe write "
              "%s, conf phase %d):%s",
