@@ -373,6 +373,25 @@ static void sim_check_commits(struct sim* s,
     }
 }
 
+/*
+ * Raft §5.4.2: a leader commits by counting replicas of entries of its own
+ * term only, so each advance of its commit index ends on such an entry.
+ */
+static void sim_check_leader_commit(struct sim* s,
+                                    struct sim_node* n,
+                                    raft_index commit,
+                                    raft_term term) {
+    raft_term t = 0;
+    int rv = raft_term_at(n->core, commit, &t);
+    if (rv == RAFT_OK && t != term) {
+        sim_fail(s, "commit-current-term",
+                 "leader n%llu of term %llu advanced its commit index to "
+                 "%llu, an entry of term %llu",
+                 (unsigned long long)n->id, (unsigned long long)term,
+                 (unsigned long long)commit, (unsigned long long)t);
+    }
+}
+
 void sim_check_node(struct sim* s, struct sim_node* n) {
     if (!sim_node_is_live(n)) {
         return;
@@ -397,6 +416,9 @@ void sim_check_node(struct sim* s, struct sim_node* n) {
     n->seen_leader = leader;
     if (commit > from) {
         sim_check_commits(s, n, from, commit, term);
+        if (leader && !new_leader) {
+            sim_check_leader_commit(s, n, commit, term);
+        }
     }
     if (new_leader) {
         sim_check_new_leader(s, n);

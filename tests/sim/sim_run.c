@@ -271,8 +271,8 @@ __attribute__((noreturn)) static void sim_fail_liveness(struct sim* s,
             off += (size_t)snprintf(
                 buf + off, sizeof(buf) - off, " n%llu=%s/m%llu/n%llu/i%u",
                 (unsigned long long)pi[k].id, st[pi[k].state % 3],
-                (unsigned long long)pi[k].match,
-                (unsigned long long)pi[k].next, pi[k].inflight);
+                (unsigned long long)pi[k].match, (unsigned long long)pi[k].next,
+                pi[k].inflight);
         }
     }
     sim_fail(s, "liveness",
