@@ -467,6 +467,9 @@ static struct raft_pending_read* read_at(struct raft* r, uint32_t i) {
 static void fail_pending_reads(struct raft* r) {
     for (uint32_t i = 0; i < r->n_reads_pending; i++) {
         struct raft_pending_read* rd = read_at(r, i);
+        if (rd->from == 0) {
+            continue; /* already answered */
+        }
         if (rd->from == r->cfg.id) {
             push_ready_read(r, rd->context, 0, true);
         } else {
@@ -802,6 +805,8 @@ static void reset_for_term(struct raft* r, raft_term term) {
         r->vote = 0;
         r->must_sync = true;
     }
+    /* Reads in flight were tied to the old leadership: fail them. */
+    fail_pending_reads(r);
     r->leader = 0;
     r->election_elapsed = 0;
     r->heartbeat_elapsed = 0;
@@ -815,9 +820,6 @@ static void reset_for_term(struct raft* r, raft_term term) {
 static void become_follower(struct raft* r,
                             raft_term term,
                             raft_node_id leader) {
-    if (r->role == RAFT_LEADER) {
-        fail_pending_reads(r);
-    }
     reset_for_term(r, term);
     r->role = RAFT_FOLLOWER;
     r->leader = leader;
@@ -1089,7 +1091,9 @@ static int handle_append(struct raft* r, const struct raft_message* m) {
     if (last_new > r->ack_target) {
         r->ack_target = last_new;
     }
-    maybe_ack(r, false);
+    /* Every AppendEntries gets an answer, even a repeat of something
+     * already acknowledged: the earlier answer may have been lost (F3). */
+    maybe_ack(r, true);
     return RAFT_OK;
 }
 
@@ -1200,6 +1204,9 @@ static int step_leader(struct raft* r, const struct raft_message* m) {
     }
     switch (m->type) {
         case RAFT_MSG_APPEND_RESP:
+            if (m->index > last_index(r)) {
+                return RAFT_EINVAL; /* acknowledges what we never sent */
+            }
             pr->recent_active = true;
             pr->last_contact_tick = r->ticks;
             handle_append_response(r, pr, m);
@@ -1208,7 +1215,8 @@ static int step_leader(struct raft* r, const struct raft_message* m) {
             pr->recent_active = true;
             pr->last_contact_tick = r->ticks;
             pr->probe_sent = false;
-            if (m->context > r->read_acks[slot]) {
+            if (m->context > r->read_acks[slot] &&
+                m->context <= r->read_seq_sent) {
                 r->read_acks[slot] = m->context;
             }
             if (pr->match < last_index(r)) {
@@ -1252,6 +1260,23 @@ static int step_candidate(struct raft* r, const struct raft_message* m) {
     return RAFT_OK;
 }
 
+/* Releases a follower read the leader answered, if this node asked it. */
+static void follower_read_answered(struct raft* r,
+                                   const struct raft_message* m) {
+    for (uint32_t i = 0; i < r->n_reads_pending; i++) {
+        struct raft_pending_read* rd = read_at(r, i);
+        if (rd->from == r->cfg.id && rd->context == m->context) {
+            push_ready_read(r, m->context, m->index, m->reject);
+            rd->from = 0; /* answered */
+            break;
+        }
+    }
+    while (r->n_reads_pending > 0 && read_at(r, 0)->from == 0) {
+        r->reads_start = (r->reads_start + 1) % RAFT_MAX_READS;
+        r->n_reads_pending--;
+    }
+}
+
 static int step_follower(struct raft* r, const struct raft_message* m) {
     switch (m->type) {
         case RAFT_MSG_APPEND:
@@ -1276,7 +1301,7 @@ static int step_follower(struct raft* r, const struct raft_message* m) {
             }
             break;
         case RAFT_MSG_READ_INDEX_RESP:
-            push_ready_read(r, m->context, m->index, m->reject);
+            follower_read_answered(r, m);
             break;
         case RAFT_MSG_READ_INDEX: {
             struct raft_message* resp =
@@ -1396,6 +1421,31 @@ static uint32_t active_voters(const struct raft* r) {
     return n;
 }
 
+/* Appends lost in REPLICATE are never answered, and nothing else would
+ * resend them: a follower whose match has not moved for half an election
+ * timeout while it lags goes back to PROBE, which resends from match + 1
+ * (F2 in tests/sim/FINDINGS.md). */
+static void maybe_unstall(struct raft* r, struct raft_progress* pr) {
+    uint32_t limit = r->cfg.election_ticks / 2;
+
+    if (pr->id == r->cfg.id || pr->state != RAFT_PROGRESS_REPLICATE ||
+        pr->match >= last_index(r)) {
+        pr->stall_ticks = 0;
+        pr->stall_match = pr->match;
+        return;
+    }
+    if (pr->match != pr->stall_match) {
+        pr->stall_match = pr->match;
+        pr->stall_ticks = 0;
+        return;
+    }
+    if (++pr->stall_ticks >= (limit < 2 ? 2 : limit)) {
+        pr->stall_ticks = 0;
+        raft_progress_become_probe(pr);
+        (void)maybe_send_append(r, pr, false);
+    }
+}
+
 static void tick_leader(struct raft* r) {
     r->heartbeat_elapsed++;
     r->election_elapsed++;
@@ -1416,6 +1466,9 @@ static void tick_leader(struct raft* r) {
         }
         /* Thesis §3.10: abort a transfer that did not finish in time. */
         r->transferee = 0;
+    }
+    for (uint32_t i = 0; i < r->n_prs; i++) {
+        maybe_unstall(r, &r->prs[i]);
     }
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress* pr = &r->prs[i];
@@ -1700,12 +1753,24 @@ int raft_read_index(struct raft* r, uint64_t context) {
     if (r->leader == 0 || r->role != RAFT_FOLLOWER) {
         return RAFT_ENOLEADER;
     }
-    /* Thesis §6.4.1 (reads on followers): ask the leader for its index. */
+    if (r->n_reads_pending >= RAFT_MAX_READS) {
+        return RAFT_EBUSY;
+    }
+    /* Thesis §6.4.1 (reads on followers): ask the leader for its index.
+     * The request is remembered so that only a real answer is released and
+     * a leader change fails it. */
     m = new_message(r, RAFT_MSG_READ_INDEX, r->leader);
     if (m == NULL) {
         return RAFT_ENOMEM;
     }
     m->context = context;
+    {
+        struct raft_pending_read* rd = read_at(r, r->n_reads_pending++);
+        rd->context = context;
+        rd->from = r->cfg.id;
+        rd->index = 0;
+        rd->seq = 0;
+    }
     return RAFT_OK;
 }
 
@@ -2127,7 +2192,8 @@ const char* raft_check_invariants(struct raft* r) {
                 return "more appends in flight than allowed";
             }
         }
-        if (term_at(r, r->noop_index) != r->term) {
+        if (r->noop_index >= raft_log_first_index(&r->log) &&
+            term_at(r, r->noop_index) != r->term) {
             return "leader lost the entry that opened its term";
         }
     }
