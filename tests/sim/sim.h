@@ -334,6 +334,7 @@ struct sim_params {
     uint32_t heartbeat_ticks; /* core config */
     uint32_t max_inflight;    /* core config */
     size_t max_msg_bytes;     /* core config */
+    uint64_t max_uncommitted; /* core config: max_uncommitted_entries */
     bool pre_vote;            /* core config */
     bool check_quorum;        /* core config */
 };

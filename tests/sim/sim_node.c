@@ -33,6 +33,9 @@ static void sim_node_config(struct sim* s,
     cfg->seed = sim_rng_next(&s->rng);
     cfg->max_inflight = s->p.max_inflight;
     cfg->max_msg_bytes = s->p.max_msg_bytes;
+    if (s->p.max_uncommitted > 0) {
+        cfg->max_uncommitted_entries = s->p.max_uncommitted;
+    }
     cfg->pre_vote = s->p.pre_vote;
     cfg->check_quorum = s->p.check_quorum;
     cfg->mutant = s->o.mutant;

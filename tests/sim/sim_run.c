@@ -48,6 +48,12 @@ static void sim_draw_params(struct sim* s) {
     p->max_msg_bytes = msg_bytes[sim_rng_below(&s->rng, 4)];
     p->pre_vote = sim_rng_chance(&s->rng, 8500);
     p->check_quorum = sim_rng_chance(&s->rng, 8500);
+    p->max_uncommitted = sim_rng_range(&s->rng, 64, 512);
+    /* Keep replication able to carry the client load (about one entry a
+     * tick), or the backlog outlasts any liveness bound. */
+    if (p->max_msg_bytes * p->max_inflight < 1024) {
+        p->max_inflight = (uint32_t)(1024 / p->max_msg_bytes);
+    }
 }
 
 #define SIM_PCT(bp) (unsigned)((bp) / 100), (unsigned)((bp) % 100)
@@ -67,13 +73,14 @@ static void sim_print_params(const struct sim* s) {
         SIM_PCT(p->power_bp), SIM_PCT(p->pause_bp), p->disk_min, p->disk_max);
     printf(
         "cluster: election=%u heartbeat=%u inflight=%u msg_bytes=%zu "
-        "prevote=%d checkquorum=%d snapshot_every=%u keys=%u "
+        "uncommitted=%llu prevote=%d checkquorum=%d snapshot_every=%u "
+        "keys=%u "
         "writes=%u.%02u%% reads=%u.%02u%% conf=%u.%02u%% "
         "transfer=%u.%02u%%\n",
         p->election_ticks, p->heartbeat_ticks, p->max_inflight,
-        p->max_msg_bytes, p->pre_vote, p->check_quorum, p->snapshot_every,
-        p->keys, SIM_PCT(p->write_bp), SIM_PCT(p->read_bp), SIM_PCT(p->conf_bp),
-        SIM_PCT(p->transfer_bp));
+        p->max_msg_bytes, (unsigned long long)p->max_uncommitted, p->pre_vote,
+        p->check_quorum, p->snapshot_every, p->keys, SIM_PCT(p->write_bp),
+        SIM_PCT(p->read_bp), SIM_PCT(p->conf_bp), SIM_PCT(p->transfer_bp));
 }
 
 /* --- faults ----------------------------------------------------------------
