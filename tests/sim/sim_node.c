@@ -264,6 +264,13 @@ static void sim_node_check_send(struct sim* s,
         n->vote_term = m->term;
         n->vote_for = m->to;
     }
+    raft_index durable = store_mem_durable_index(n->mem);
+    if (m->type == RAFT_MSG_APPEND_RESP && !m->reject && m->index > durable) {
+        sim_fail(s, "durable-before-send",
+                 "n%llu acknowledged entries up to %llu, durable only to %llu",
+                 (unsigned long long)n->id, (unsigned long long)m->index,
+                 (unsigned long long)durable);
+    }
     if (m->term > n->term_floor) {
         n->term_floor = m->term;
     }
