@@ -152,6 +152,66 @@ uint8_t* tu_cmd_delete(const char* request_id, const char* id, uint32_t* len) {
     return tu_pack(&cmd, len);
 }
 
+void tu_gen_entry(raft_index index,
+                  raft_term term,
+                  struct raft_entry* e,
+                  uint8_t** owned) {
+    uint64_t h = index * 0x9e3779b97f4a7c15ULL ^ term * 0xbf58476d1ce4e5b9ULL;
+    uint64_t r = tu_rand(&h);
+    uint64_t pick = r % 100;
+    char id[32], key[32], value[64], rid[32];
+    raft_index other = index > 1 ? 1 + (r >> 16) % (index - 1) : 1;
+
+    memset(e, 0, sizeof(*e));
+    e->index = index;
+    e->term = term;
+    e->type = RAFT_ENTRY_NORMAL;
+    snprintf(rid, sizeof(rid), "r-%llu", (unsigned long long)index);
+    snprintf(value, sizeof(value), "value-%llu-%llu-%llx",
+             (unsigned long long)index, (unsigned long long)term,
+             (unsigned long long)(r >> 8));
+    if (pick < 55) {
+        snprintf(id, sizeof(id), "id-%llu", (unsigned long long)index);
+        snprintf(key, sizeof(key), "k%llu", (unsigned long long)(index % 50));
+        *owned = tu_cmd_create(rid, id, key, value, &e->len);
+    } else if (pick < 70) {
+        snprintf(id, sizeof(id), "id-%llu", (unsigned long long)other);
+        snprintf(key, sizeof(key), "k%llu", (unsigned long long)(r % 7));
+        *owned = tu_cmd_update(rid, id, pick < 62 ? key : NULL, value,
+                               pick < 66 ? -1 : (int64_t)(r % 5), &e->len);
+    } else if (pick < 80) {
+        snprintf(id, sizeof(id), "id-%llu", (unsigned long long)other);
+        *owned = tu_cmd_delete(rid, id, &e->len);
+    } else if (pick < 88) {
+        /* A retry: an earlier request id, with another payload. */
+        snprintf(rid, sizeof(rid), "r-%llu",
+                 (unsigned long long)(index > 20 ? index - 1 - r % 20 : 1));
+        snprintf(id, sizeof(id), "id-%llu", (unsigned long long)index);
+        *owned = tu_cmd_create(rid, id, "retry", value, &e->len);
+    } else if (pick < 93) {
+        uint32_t n = (uint32_t)(r % 40);
+        *owned = malloc(n + 1);
+        for (uint32_t i = 0; i < n; i++) {
+            (*owned)[i] = (uint8_t)tu_rand(&h);
+        }
+        e->len = n;
+    } else if (pick < 98) {
+        e->type = RAFT_ENTRY_NOOP;
+        *owned = NULL;
+    } else {
+        struct raft_conf conf;
+        memset(&conf, 0, sizeof(conf));
+        conf.count = 3;
+        for (uint32_t i = 0; i < 3; i++) {
+            conf.ids[i] = i + 1 + index % 3;
+        }
+        *owned = malloc(RAFT_CONF_ENCODED_MAX);
+        e->len = (uint32_t)raft_conf_encode(&conf, *owned);
+        e->type = RAFT_ENTRY_CONF;
+    }
+    e->data = *owned;
+}
+
 void tu_rss_kib(long* rss, long* hwm, long* anon, long* file) {
     FILE* f = fopen("/proc/self/status", "r");
     char line[256];

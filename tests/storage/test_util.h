@@ -69,6 +69,18 @@ uint8_t* tu_cmd_update(const char* request_id,
 /** Packs a delete of `id`. Malloc'd; caller frees. */
 uint8_t* tu_cmd_delete(const char* request_id, const char* id, uint32_t* len);
 
+/**
+ * Fills `e` with a pseudo-random command entry for (index, term), the same
+ * on every call: mostly creates ("id-<index>", key "k<index % 50>"), some
+ * updates (with and without expected seq) and deletes of earlier ids,
+ * retries of earlier request ids, malformed data, NOOP and CONF entries.
+ * The data is malloc'd into *owned (caller frees; may be NULL).
+ */
+void tu_gen_entry(raft_index index,
+                  raft_term term,
+                  struct raft_entry* e,
+                  uint8_t** owned);
+
 /** Reads VmRSS, VmHWM, RssAnon and RssFile (KiB) of this process. */
 void tu_rss_kib(long* rss, long* hwm, long* anon, long* file);
 

@@ -1,0 +1,1630 @@
+/*
+ * kv_state.c - the state machine on LMDB (see kv_state.h for the rules).
+ *
+ * The apply thread keeps the counters of the last committed batch in
+ * kv->st; a batch works on them in place and restores them if its
+ * transaction fails, so memory always matches what is stored.
+ */
+#include "kv_state.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <xxhash.h>
+
+#include "kv_internal.h"
+#include "skein.pb-c.h"
+
+#define KV_HASH_SEED    0x736b65696e6b7668ULL /* "skeinkvh" */
+#define KV_KEY_PREFIX   0x01                  /* kv_by_key key prefix */
+#define KV_IDEM_VERSION 1
+#define KV_IDEM_HDR     34
+#define KV_ARENA_MIN    (64 * 1024)
+#define KV_ERR_MAX      200
+
+_Static_assert((int)KV_STATUS_OK == (int)SKEIN__CLIENT_RESPONSE__STATUS__OK,
+               "kv_status mirrors ClientResponse.Status");
+_Static_assert((int)KV_STATUS_NOT_FOUND ==
+                   (int)SKEIN__CLIENT_RESPONSE__STATUS__NOT_FOUND,
+               "kv_status mirrors ClientResponse.Status");
+_Static_assert((int)KV_STATUS_CAS_MISMATCH ==
+                   (int)SKEIN__CLIENT_RESPONSE__STATUS__CAS_MISMATCH,
+               "kv_status mirrors ClientResponse.Status");
+_Static_assert((int)KV_STATUS_BAD_REQUEST ==
+                   (int)SKEIN__CLIENT_RESPONSE__STATUS__BAD_REQUEST,
+               "kv_status mirrors ClientResponse.Status");
+
+/* Stays on in release builds: a broken state machine must stop. */
+#define KV_ASSERT(cond)                                                   \
+    do {                                                                  \
+        if (!(cond)) {                                                    \
+            fprintf(stderr, "%s:%d: kv assertion failed: %s\n", __FILE__, \
+                    __LINE__, #cond);                                     \
+            abort();                                                      \
+        }                                                                 \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* Errors and small helpers                                            */
+
+static int kv_fail(struct kv_state* kv, int code, const char* fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int kv_fail(struct kv_state* kv, int code, const char* fmt, ...) {
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(kv->errmsg, sizeof(kv->errmsg), fmt, ap);
+    va_end(ap);
+    kv->last_error = code;
+    return code;
+}
+
+static int kv_fail_mdb(struct kv_state* kv, int mrc, const char* what) {
+    int code = store_err_from_mdb(mrc);
+
+    return kv_fail(kv, code, "%s/data.mdb: %s: %s (%s)", kv->dir, what,
+                   store_strerror(code), mdb_strerror(mrc));
+}
+
+static void kv_ok(struct kv_state* kv) {
+    kv->last_error = STORE_OK;
+    kv->errmsg[0] = '\0';
+}
+
+static int kv_buf_reserve(struct kv_buf* b, size_t need) {
+    if (need <= b->cap) {
+        return STORE_OK;
+    }
+    size_t cap = b->cap < 256 ? 256 : b->cap;
+    while (cap < need) {
+        cap *= 2;
+    }
+    uint8_t* p = realloc(b->data, cap);
+    if (p == NULL) {
+        return STORE_ENOMEM;
+    }
+    b->data = p;
+    b->cap = cap;
+    return STORE_OK;
+}
+
+size_t kv_buf_put(struct kv_buf* buf, const void* data, size_t len) {
+    if (kv_buf_reserve(buf, buf->len + len + 1) != STORE_OK) {
+        return SIZE_MAX;
+    }
+    size_t off = buf->len;
+    if (len > 0) {
+        memcpy(buf->data + off, data, len);
+    }
+    buf->data[off + len] = '\0';
+    buf->len += len + 1;
+    return off;
+}
+
+void kv_buf_free(struct kv_buf* buf) {
+    if (buf == NULL) {
+        return;
+    }
+    free(buf->data);
+    memset(buf, 0, sizeof(*buf));
+}
+
+const char* kv_status_name(uint32_t status) {
+    switch (status) {
+        case KV_STATUS_OK:
+            return "ok";
+        case KV_STATUS_NOT_FOUND:
+            return "not found";
+        case KV_STATUS_CAS_MISMATCH:
+            return "cas mismatch";
+        case KV_STATUS_BAD_REQUEST:
+            return "bad request";
+        default:
+            return "unknown";
+    }
+}
+
+static const char* kv_str(const char* s) {
+    return s != NULL ? s : "";
+}
+
+uint64_t kv_entry_hash(const struct kv_entry* e) {
+    uint8_t hdr[36];
+
+    store_put_le32(hdr, e->id_len);
+    store_put_le32(hdr + 4, e->key_len);
+    store_put_le32(hdr + 8, e->value_len);
+    store_put_le64(hdr + 12, e->seq);
+    store_put_le64(hdr + 20, e->source_node);
+    store_put_le64(hdr + 28, (uint64_t)e->created_at);
+    uint64_t h = XXH64(hdr, sizeof(hdr), KV_HASH_SEED);
+    h = XXH64(kv_str(e->id), e->id_len, h);
+    h = XXH64(kv_str(e->key), e->key_len, h);
+    return XXH64(kv_str(e->value), e->value_len, h);
+}
+
+/* A view of a protobuf KVEntry as a kv_entry (borrowing its strings). */
+static struct kv_entry kv_entry_of(const Skein__KVEntry* p) {
+    struct kv_entry e;
+
+    e.id = kv_str(p->id);
+    e.id_len = (uint32_t)strlen(e.id);
+    e.key = kv_str(p->key);
+    e.key_len = (uint32_t)strlen(e.key);
+    e.value = kv_str(p->value);
+    e.value_len = (uint32_t)strlen(e.value);
+    e.seq = p->seq;
+    e.source_node = p->source_node;
+    e.created_at = p->created_at;
+    return e;
+}
+
+/* ------------------------------------------------------------------ */
+/* The arena handed to protobuf-c                                      */
+
+static void* kv_arena_alloc(void* data, size_t size) {
+    struct kv_arena* a = data;
+    size_t need = (size + 15) & ~(size_t)15;
+
+    a->asked += need;
+    if (a->block != NULL && a->used + need <= a->cap) {
+        void* p = a->block + a->used;
+        a->used += need;
+        return p;
+    }
+    if (a->n_big == a->big_cap) {
+        size_t cap = a->big_cap ? a->big_cap * 2 : 16;
+        void** big = realloc(a->big, cap * sizeof(*big));
+        if (big == NULL) {
+            return NULL;
+        }
+        a->big = big;
+        a->big_cap = cap;
+    }
+    void* p = malloc(size > 0 ? size : 1);
+    if (p != NULL) {
+        a->big[a->n_big++] = p;
+    }
+    return p;
+}
+
+static void kv_arena_free(void* data, void* ptr) {
+    (void)data;
+    (void)ptr; /* freed in bulk by kv_arena_reset */
+}
+
+/* Frees what did not fit and grows the block for the next entry. */
+static void kv_arena_reset(struct kv_arena* a) {
+    for (size_t i = 0; i < a->n_big; i++) {
+        free(a->big[i]);
+    }
+    a->n_big = 0;
+    if (a->asked > a->high) {
+        a->high = a->asked;
+    }
+    if (a->high > a->cap) {
+        size_t cap = a->high < KV_ARENA_MIN ? KV_ARENA_MIN : a->high * 2;
+        uint8_t* b = malloc(cap);
+        if (b != NULL) {
+            free(a->block);
+            a->block = b;
+            a->cap = cap;
+        }
+    }
+    a->used = 0;
+    a->asked = 0;
+}
+
+static void kv_arena_close(struct kv_arena* a) {
+    kv_arena_reset(a);
+    free(a->block);
+    free(a->big);
+    memset(a, 0, sizeof(*a));
+}
+
+/* ------------------------------------------------------------------ */
+/* Meta records                                                        */
+
+void kv_meta_encode(const struct kv_stats* st, uint8_t* out) {
+    store_put_le64(out, st->applied_index);
+    store_put_le64(out + 8, st->applied_term);
+    store_put_le64(out + 16, st->seq);
+    store_put_le64(out + 24, st->count);
+    store_put_le64(out + 32, st->hash);
+    store_put_le64(out + 40, st->idem_window);
+    store_put_le64(out + 48, st->conf_index);
+}
+
+int kv_meta_decode(const MDB_val* v, struct kv_stats* out) {
+    const uint8_t* p = v->mv_data;
+
+    if (v->mv_size != KV_STATE_REC + 8 ||
+        store_get_le64(p + KV_STATE_REC) !=
+            XXH64(p, KV_STATE_REC, KV_META_SEED)) {
+        return STORE_ECORRUPT;
+    }
+    out->applied_index = store_get_le64(p);
+    out->applied_term = store_get_le64(p + 8);
+    out->seq = store_get_le64(p + 16);
+    out->count = store_get_le64(p + 24);
+    out->hash = store_get_le64(p + 32);
+    out->idem_window = store_get_le64(p + 40);
+    out->conf_index = store_get_le64(p + 48);
+    return STORE_OK;
+}
+
+int kv_format_check(const MDB_val* v) {
+    const uint8_t* p = v->mv_data;
+
+    if (v->mv_size != KV_FORMAT_MAGIC_LEN + 4 ||
+        memcmp(p, KV_FORMAT_MAGIC, KV_FORMAT_MAGIC_LEN) != 0) {
+        return STORE_ECORRUPT;
+    }
+    if (store_get_le32(p + KV_FORMAT_MAGIC_LEN) != KV_FORMAT_VERSION) {
+        return STORE_EVERSION;
+    }
+    return STORE_OK;
+}
+
+static int kv_put_meta_state(struct kv_state* kv, MDB_txn* txn) {
+    uint8_t rec[KV_STATE_REC + 8];
+    MDB_val k = {5, (void*)"state"};
+    MDB_val v = {sizeof(rec), rec};
+
+    kv_meta_encode(&kv->st, rec);
+    store_put_le64(rec + KV_STATE_REC, XXH64(rec, KV_STATE_REC, KV_META_SEED));
+    int mrc = mdb_put(txn, kv->dbi_meta, &k, &v, 0);
+    return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "write meta");
+}
+
+/* ------------------------------------------------------------------ */
+/* Open and close                                                      */
+
+static int kv_init_new(struct kv_state* kv, MDB_txn* txn) {
+    uint8_t fmt[KV_FORMAT_MAGIC_LEN + 4];
+    MDB_val k = {6, (void*)"format"};
+    MDB_val v = {sizeof(fmt), fmt};
+
+    memcpy(fmt, KV_FORMAT_MAGIC, KV_FORMAT_MAGIC_LEN);
+    store_put_le32(fmt + KV_FORMAT_MAGIC_LEN, KV_FORMAT_VERSION);
+    int mrc = mdb_put(txn, kv->dbi_meta, &k, &v, 0);
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "write format");
+    }
+    memset(&kv->st, 0, sizeof(kv->st));
+    kv->st.idem_window =
+        kv->opts.idem_window ? kv->opts.idem_window : KV_IDEM_WINDOW_DEFAULT;
+    return kv_put_meta_state(kv, txn);
+}
+
+/* Checks the format and loads the counters (creating a new state). */
+static int kv_load_meta(struct kv_state* kv, MDB_txn* txn) {
+    MDB_val k = {6, (void*)"format"};
+    MDB_val v;
+    int mrc = mdb_get(txn, kv->dbi_meta, &k, &v);
+
+    if (mrc == MDB_NOTFOUND) {
+        MDB_stat st;
+        mdb_stat(txn, kv->dbi_kv, &st);
+        if (st.ms_entries != 0) {
+            return kv_fail(kv, STORE_ECORRUPT,
+                           "%s/data.mdb: entries without a format record",
+                           kv->dir);
+        }
+        return kv_init_new(kv, txn);
+    }
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "read format");
+    }
+    int rv = kv_format_check(&v);
+    if (rv != STORE_OK) {
+        return kv_fail(kv, rv, "%s/data.mdb: %s", kv->dir,
+                       rv == STORE_EVERSION ? "unknown state format version"
+                                            : "not a skein state");
+    }
+    k.mv_size = 5;
+    k.mv_data = (void*)"state";
+    mrc = mdb_get(txn, kv->dbi_meta, &k, &v);
+    if (mrc != 0 || kv_meta_decode(&v, &kv->st) != STORE_OK) {
+        return kv_fail(kv, STORE_ECORRUPT,
+                       "%s/data.mdb: meta \"state\" record missing or "
+                       "damaged",
+                       kv->dir);
+    }
+    return STORE_OK;
+}
+
+static int kv_open_dbs(struct kv_state* kv) {
+    MDB_txn* txn;
+    int mrc = mdb_txn_begin(kv->env.env, NULL, 0, &txn);
+
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "begin");
+    }
+    mrc = mdb_dbi_open(txn, "kv", MDB_CREATE, &kv->dbi_kv);
+    if (mrc == 0) {
+        mrc = mdb_dbi_open(txn, "kv_by_key", MDB_CREATE | MDB_DUPSORT,
+                           &kv->dbi_by_key);
+    }
+    if (mrc == 0) {
+        mrc = mdb_dbi_open(txn, "idem", MDB_CREATE, &kv->dbi_idem);
+    }
+    if (mrc == 0) {
+        mrc = mdb_dbi_open(txn, "idem_exp", MDB_CREATE, &kv->dbi_idem_exp);
+    }
+    if (mrc == 0) {
+        mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &kv->dbi_meta);
+    }
+    if (mrc != 0) {
+        mdb_txn_abort(txn);
+        return kv_fail_mdb(kv, mrc, "open databases");
+    }
+    int rv = kv_load_meta(kv, txn);
+    if (rv != STORE_OK) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
+    rv = store_env_commit(&kv->env, txn);
+    if (rv != STORE_OK) {
+        return kv_fail(kv, rv, "%s/data.mdb: commit: %s", kv->dir,
+                       store_strerror(rv));
+    }
+    return store_env_flush(&kv->env);
+}
+
+int kv_env_reopen(struct kv_state* kv, char* errmsg) {
+    struct store_env_config cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.map_size = kv->opts.map_size;
+    cfg.durability = kv->opts.durability;
+    cfg.max_dbs = 8;
+    cfg.extra_flags = MDB_NORDAHEAD;
+    cfg.fast_flush_ms = kv->opts.fast_flush_ms;
+    int rv = store_env_open(&kv->env, kv->dir, &cfg, kv->errmsg);
+    if (rv == STORE_OK) {
+        rv = kv_open_dbs(kv);
+        if (rv != STORE_OK) {
+            store_env_close(&kv->env);
+        }
+    }
+    if (rv != STORE_OK) {
+        kv->last_error = rv;
+        store_errf(errmsg, "%s", kv->errmsg);
+        return rv;
+    }
+    kv->durable_applied = kv->st.applied_index;
+    kv_ok(kv);
+    return STORE_OK;
+}
+
+void kv_env_close(struct kv_state* kv) {
+    store_env_close(&kv->env);
+}
+
+int kv_open(const char* dir,
+            const struct kv_options* opts,
+            struct kv_state** out,
+            char* errmsg) {
+    struct kv_state* kv = calloc(1, sizeof(*kv));
+
+    if (kv == NULL || (kv->dir = strdup(dir)) == NULL) {
+        free(kv);
+        store_errf(errmsg, "out of memory");
+        return STORE_ENOMEM;
+    }
+    if (opts != NULL) {
+        kv->opts = *opts;
+    }
+    int rv = kv_snapshot_recover_dirs(dir, errmsg);
+    if (rv == STORE_OK) {
+        rv = kv_env_reopen(kv, errmsg);
+    }
+    if (rv != STORE_OK) {
+        free(kv->dir);
+        free(kv);
+        return rv;
+    }
+    *out = kv;
+    return STORE_OK;
+}
+
+void kv_close(struct kv_state* kv) {
+    if (kv == NULL) {
+        return;
+    }
+    kv_env_close(kv);
+    kv_arena_close(&kv->arena);
+    kv_buf_free(&kv->res);
+    kv_buf_free(&kv->scratch);
+    free(kv->offs);
+    free(kv->dir);
+    free(kv);
+}
+
+/* ------------------------------------------------------------------ */
+/* Applying one NORMAL entry                                           */
+
+/* What the apply helpers share for one entry. */
+struct kv_apply {
+    struct kv_state* kv;        /* the state */
+    MDB_txn* txn;               /* the batch's write transaction */
+    const struct raft_entry* e; /* the entry */
+    struct kv_result* r;        /* its result */
+    struct kv_res_offs* o;      /* its result's string offsets */
+    ProtobufCAllocator alloc;   /* kv->arena */
+    const char* rid;            /* request id, NULL if none */
+    size_t rid_len;             /* bytes at rid */
+};
+
+/* Copies a string into the result buffer; returns its offset. */
+static int kv_res_str(struct kv_apply* a,
+                      const char* s,
+                      size_t len,
+                      size_t* off) {
+    *off = kv_buf_put(&a->kv->res, s, len);
+    return *off == SIZE_MAX ? STORE_ENOMEM : STORE_OK;
+}
+
+static int kv_res_entry(struct kv_apply* a, const struct kv_entry* e) {
+    int rv = kv_res_str(a, e->id, e->id_len, &a->o->id);
+
+    if (rv == STORE_OK) {
+        rv = kv_res_str(a, e->key, e->key_len, &a->o->key);
+    }
+    if (rv == STORE_OK) {
+        rv = kv_res_str(a, e->value, e->value_len, &a->o->value);
+    }
+    a->r->has_entry = true;
+    a->r->entry.id_len = e->id_len;
+    a->r->entry.key_len = e->key_len;
+    a->r->entry.value_len = e->value_len;
+    a->r->entry.seq = e->seq;
+    a->r->entry.source_node = e->source_node;
+    a->r->entry.created_at = e->created_at;
+    return rv;
+}
+
+/* Answers the entry with a non-OK status and a detail text. */
+static int kv_res_status(struct kv_apply* a, uint32_t status, const char* why) {
+    a->r->status = status;
+    a->o->has_error = why != NULL;
+    return why != NULL ? kv_res_str(a, why, strlen(why), &a->o->error)
+                       : STORE_OK;
+}
+
+/* Packs `p` into kv->scratch; sets *v to the packed bytes. */
+static int kv_pack_entry(struct kv_state* kv,
+                         const Skein__KVEntry* p,
+                         MDB_val* v) {
+    size_t n = skein__kventry__get_packed_size(p);
+
+    if (kv_buf_reserve(&kv->scratch, n) != STORE_OK) {
+        return kv_fail(kv, STORE_ENOMEM, "apply: out of memory");
+    }
+    skein__kventry__pack(p, kv->scratch.data);
+    v->mv_size = n;
+    v->mv_data = kv->scratch.data;
+    return STORE_OK;
+}
+
+/* Index key 0x01 || key into kb (KV_KEY_MAX + 1 bytes). */
+static MDB_val kv_index_key(uint8_t* kb, const char* key, size_t len) {
+    MDB_val k = {len + 1, kb};
+
+    kb[0] = KV_KEY_PREFIX;
+    memcpy(kb + 1, key, len);
+    return k;
+}
+
+/*
+ * Reads entry `id` into *out (arena memory). Returns STORE_OK,
+ * STORE_ENOTFOUND, or an LMDB / corruption error.
+ */
+static int kv_load_entry(struct kv_apply* a,
+                         const char* id,
+                         size_t id_len,
+                         Skein__KVEntry** out) {
+    MDB_val k = {id_len, (void*)id};
+    MDB_val v;
+    int mrc = mdb_get(a->txn, a->kv->dbi_kv, &k, &v);
+
+    if (mrc == MDB_NOTFOUND) {
+        return STORE_ENOTFOUND;
+    }
+    if (mrc != 0) {
+        return kv_fail_mdb(a->kv, mrc, "read entry");
+    }
+    *out = skein__kventry__unpack(&a->alloc, v.mv_size, v.mv_data);
+    if (*out == NULL) {
+        return kv_fail(a->kv, STORE_ECORRUPT,
+                       "%s/data.mdb: stored entry %.*s does not decode",
+                       a->kv->dir, (int)id_len, id);
+    }
+    return STORE_OK;
+}
+
+/* Stores entry p under its id and indexes its key. */
+static int kv_store_entry(struct kv_apply* a,
+                          const Skein__KVEntry* p,
+                          bool index_key) {
+    struct kv_state* kv = a->kv;
+    MDB_val k = {strlen(p->id), p->id};
+    MDB_val v;
+    int rv = kv_pack_entry(kv, p, &v);
+
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    int mrc = mdb_put(a->txn, kv->dbi_kv, &k, &v, 0);
+    if (mrc == 0 && index_key) {
+        uint8_t kb[KV_KEY_MAX + 1];
+        MDB_val ik = kv_index_key(kb, p->key, strlen(p->key));
+        MDB_val iv = {strlen(p->id), p->id};
+        mrc = mdb_put(a->txn, kv->dbi_by_key, &ik, &iv, 0);
+    }
+    return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "write entry");
+}
+
+/* Removes id from the index of `key`. */
+static int kv_unindex(struct kv_apply* a, const char* key, const char* id) {
+    uint8_t kb[KV_KEY_MAX + 1];
+    MDB_val ik = kv_index_key(kb, key, strlen(key));
+    MDB_val iv = {strlen(id), (void*)id};
+    int mrc = mdb_del(a->txn, a->kv->dbi_by_key, &ik, &iv);
+
+    if (mrc == MDB_NOTFOUND) {
+        return kv_fail(a->kv, STORE_ECORRUPT,
+                       "%s/data.mdb: key index lacks entry %s", a->kv->dir, id);
+    }
+    return mrc == 0 ? STORE_OK : kv_fail_mdb(a->kv, mrc, "unindex");
+}
+
+/* Checks the string fields of a command; returns a reason or NULL. */
+static const char* kv_check_fields(const char* id,
+                                   const char* key,
+                                   const char* value) {
+    if (id == NULL || id[0] == '\0' || strlen(id) > KV_ID_MAX) {
+        return "id missing or longer than 64 bytes";
+    }
+    if (key != NULL && strlen(key) > KV_KEY_MAX) {
+        return "key longer than 256 bytes";
+    }
+    if (value != NULL && strlen(value) > KV_VALUE_MAX) {
+        return "value longer than 1 MiB";
+    }
+    return NULL;
+}
+
+static int kv_apply_create(struct kv_apply* a, const Skein__CreateOp* op) {
+    struct kv_state* kv = a->kv;
+    Skein__KVEntry p = SKEIN__KVENTRY__INIT;
+    Skein__KVEntry* old;
+    const char* why = kv_check_fields(op->id, op->key, op->value);
+
+    a->r->op = KV_OP_CREATE;
+    if (why != NULL) {
+        return kv_res_status(a, KV_STATUS_BAD_REQUEST, why);
+    }
+    int rv = kv_load_entry(a, op->id, strlen(op->id), &old);
+    if (rv == STORE_OK) {
+        return kv_res_status(a, KV_STATUS_BAD_REQUEST, "id already exists");
+    }
+    if (rv != STORE_ENOTFOUND) {
+        return rv;
+    }
+    p.id = op->id;
+    p.key = (char*)kv_str(op->key);
+    p.value = (char*)kv_str(op->value);
+    p.has_seq = p.has_source_node = p.has_created_at = 1;
+    p.seq = kv->st.seq + 1;
+    p.source_node = op->source_node;
+    p.created_at = op->created_at;
+    rv = kv_store_entry(a, &p, true);
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    struct kv_entry e = kv_entry_of(&p);
+    kv->st.seq++;
+    kv->st.count++;
+    kv->st.hash += kv_entry_hash(&e);
+    a->r->seq = p.seq;
+    return kv_res_entry(a, &e);
+}
+
+static int kv_apply_update(struct kv_apply* a, const Skein__UpdateOp* op) {
+    struct kv_state* kv = a->kv;
+    Skein__KVEntry* old;
+    const char* why = kv_check_fields(op->id, op->key, op->value);
+
+    a->r->op = KV_OP_UPDATE;
+    if (why != NULL) {
+        return kv_res_status(a, KV_STATUS_BAD_REQUEST, why);
+    }
+    int rv = kv_load_entry(a, op->id, strlen(op->id), &old);
+    if (rv == STORE_ENOTFOUND) {
+        return kv_res_status(a, KV_STATUS_NOT_FOUND, "no entry with that id");
+    }
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    struct kv_entry olde = kv_entry_of(old);
+    if (op->has_expected_seq && op->expected_seq != old->seq) {
+        a->r->current_seq = old->seq;
+        rv = kv_res_entry(a, &olde);
+        return rv != STORE_OK ? rv
+                              : kv_res_status(a, KV_STATUS_CAS_MISMATCH,
+                                              "expected seq differs");
+    }
+    Skein__KVEntry p = *old;
+    p.key = (char*)(op->key != NULL ? op->key : olde.key);
+    p.value = (char*)(op->value != NULL ? op->value : olde.value);
+    p.has_seq = 1;
+    p.seq = kv->st.seq + 1;
+    bool rekey = strcmp(p.key, olde.key) != 0;
+    if (rekey) {
+        rv = kv_unindex(a, olde.key, olde.id);
+        if (rv != STORE_OK) {
+            return rv;
+        }
+    }
+    rv = kv_store_entry(a, &p, rekey);
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    struct kv_entry e = kv_entry_of(&p);
+    kv->st.seq++;
+    kv->st.hash += kv_entry_hash(&e) - kv_entry_hash(&olde);
+    a->r->seq = p.seq;
+    return kv_res_entry(a, &e);
+}
+
+static int kv_apply_delete(struct kv_apply* a, const Skein__DeleteOp* op) {
+    struct kv_state* kv = a->kv;
+    Skein__KVEntry* old;
+    const char* why = kv_check_fields(op->id, NULL, NULL);
+
+    a->r->op = KV_OP_DELETE;
+    if (why != NULL) {
+        return kv_res_status(a, KV_STATUS_BAD_REQUEST, why);
+    }
+    int rv = kv_load_entry(a, op->id, strlen(op->id), &old);
+    if (rv == STORE_ENOTFOUND) {
+        return kv_res_status(a, KV_STATUS_NOT_FOUND, "no entry with that id");
+    }
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    struct kv_entry olde = kv_entry_of(old);
+    MDB_val k = {olde.id_len, (void*)olde.id};
+    int mrc = mdb_del(a->txn, kv->dbi_kv, &k, NULL);
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "delete entry");
+    }
+    rv = kv_unindex(a, olde.key, olde.id);
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    kv->st.seq++;
+    kv->st.count--;
+    kv->st.hash -= kv_entry_hash(&olde);
+    a->r->seq = kv->st.seq;
+    return kv_res_entry(a, &olde);
+}
+
+/* ------------------------------------------------------------------ */
+/* Idempotency                                                         */
+
+/*
+ * Record: [0] version [1] status [2] op [3] has_entry [4..8) zero
+ * [8..16) index [16..24) seq [24..32) current_seq [32..34) error length,
+ * then the error text and the packed entry.
+ */
+static int kv_idem_record(struct kv_apply* a) {
+    struct kv_state* kv = a->kv;
+    struct kv_result* r = a->r;
+    const char* err = r->status != KV_STATUS_OK && a->o->has_error
+                          ? (const char*)kv->res.data + a->o->error
+                          : "";
+    size_t err_len = strlen(err);
+    size_t ent_len = 0;
+    Skein__KVEntry p = SKEIN__KVENTRY__INIT;
+
+    KV_ASSERT(err_len <= KV_ERR_MAX);
+    if (r->has_entry) {
+        p.id = (char*)kv->res.data + a->o->id;
+        p.key = (char*)kv->res.data + a->o->key;
+        p.value = (char*)kv->res.data + a->o->value;
+        p.has_seq = p.has_source_node = p.has_created_at = 1;
+        p.seq = r->entry.seq;
+        p.source_node = r->entry.source_node;
+        p.created_at = r->entry.created_at;
+        ent_len = skein__kventry__get_packed_size(&p);
+    }
+    if (kv_buf_reserve(&kv->scratch, KV_IDEM_HDR + err_len + ent_len) !=
+        STORE_OK) {
+        return kv_fail(kv, STORE_ENOMEM, "apply: out of memory");
+    }
+    uint8_t* b = kv->scratch.data;
+    memset(b, 0, KV_IDEM_HDR);
+    b[0] = KV_IDEM_VERSION;
+    b[1] = (uint8_t)r->status;
+    b[2] = (uint8_t)r->op;
+    b[3] = r->has_entry ? 1 : 0;
+    store_put_le64(b + 8, r->index);
+    store_put_le64(b + 16, r->seq);
+    store_put_le64(b + 24, r->current_seq);
+    b[32] = (uint8_t)err_len;
+    b[33] = (uint8_t)(err_len >> 8);
+    memcpy(b + KV_IDEM_HDR, err, err_len);
+    if (r->has_entry) {
+        skein__kventry__pack(&p, b + KV_IDEM_HDR + err_len);
+    }
+    MDB_val k = {a->rid_len, (void*)a->rid};
+    MDB_val v = {KV_IDEM_HDR + err_len + ent_len, b};
+    int mrc = mdb_put(a->txn, kv->dbi_idem, &k, &v, 0);
+    if (mrc == 0) {
+        uint8_t kb[8];
+        MDB_val ek = {8, kb};
+        store_put_be64(kb, r->index);
+        mrc = mdb_put(a->txn, kv->dbi_idem_exp, &ek, &k, 0);
+    }
+    return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "write idempotency");
+}
+
+/* Fills the result from a stored record (a retried request). */
+static int kv_idem_answer(struct kv_apply* a, const MDB_val* v) {
+    const uint8_t* b = v->mv_data;
+    size_t err_len;
+
+    if (v->mv_size < KV_IDEM_HDR || b[0] != KV_IDEM_VERSION ||
+        v->mv_size <
+            KV_IDEM_HDR + (err_len = (size_t)b[32] | (size_t)b[33] << 8)) {
+        return kv_fail(a->kv, STORE_ECORRUPT,
+                       "%s/data.mdb: idempotency record of %.*s is damaged",
+                       a->kv->dir, (int)a->rid_len, a->rid);
+    }
+    a->r->duplicate = true;
+    a->r->op = b[2];
+    a->r->seq = store_get_le64(b + 16);
+    a->r->current_seq = store_get_le64(b + 24);
+    if (b[3]) {
+        size_t off = KV_IDEM_HDR + err_len;
+        Skein__KVEntry* p =
+            skein__kventry__unpack(&a->alloc, v->mv_size - off, b + off);
+        if (p == NULL) {
+            return kv_fail(a->kv, STORE_ECORRUPT,
+                           "%s/data.mdb: idempotency record of %.*s: entry "
+                           "does not decode",
+                           a->kv->dir, (int)a->rid_len, a->rid);
+        }
+        struct kv_entry e = kv_entry_of(p);
+        int rv = kv_res_entry(a, &e);
+        if (rv != STORE_OK) {
+            return rv;
+        }
+    }
+    a->r->status = b[1];
+    if (err_len > 0) {
+        a->o->has_error = true;
+        return kv_res_str(a, (const char*)b + KV_IDEM_HDR, err_len,
+                          &a->o->error);
+    }
+    return STORE_OK;
+}
+
+/*
+ * Looks the request id up. Sets *answered when a live record answered the
+ * entry; deletes the expiry key of an expired record (it is replaced).
+ */
+static int kv_idem_lookup(struct kv_apply* a, bool* answered) {
+    struct kv_state* kv = a->kv;
+    MDB_val k = {a->rid_len, (void*)a->rid};
+    MDB_val v;
+
+    *answered = false;
+    int mrc = mdb_get(a->txn, kv->dbi_idem, &k, &v);
+    if (mrc == MDB_NOTFOUND) {
+        return STORE_OK;
+    }
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "read idempotency");
+    }
+    raft_index at =
+        v.mv_size >= 16 ? store_get_le64((uint8_t*)v.mv_data + 8) : 0;
+    if (at + kv->st.idem_window >= a->e->index) {
+        *answered = true;
+        return kv_idem_answer(a, &v);
+    }
+    uint8_t kb[8];
+    MDB_val ek = {8, kb};
+    store_put_be64(kb, at);
+    mrc = mdb_del(a->txn, kv->dbi_idem_exp, &ek, NULL);
+    return mrc == 0 || mrc == MDB_NOTFOUND ? STORE_OK
+                                           : kv_fail_mdb(kv, mrc, "expire");
+}
+
+/* Deletes records expired for every later entry (index <= applied - w). */
+static int kv_idem_gc(struct kv_state* kv, MDB_txn* txn) {
+    MDB_cursor* c;
+    MDB_val k, v;
+
+    if (kv->st.applied_index <= kv->st.idem_window) {
+        return STORE_OK;
+    }
+    raft_index limit = kv->st.applied_index - kv->st.idem_window;
+    int mrc = mdb_cursor_open(txn, kv->dbi_idem_exp, &c);
+    while (mrc == 0 && (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0 &&
+           store_get_be64(k.mv_data) <= limit) {
+        MDB_val rv;
+        if (mdb_get(txn, kv->dbi_idem, &v, &rv) == 0 && rv.mv_size >= 16 &&
+            store_get_le64((uint8_t*)rv.mv_data + 8) ==
+                store_get_be64(k.mv_data)) {
+            mrc = mdb_del(txn, kv->dbi_idem, &v, NULL);
+        }
+        if (mrc == 0) {
+            mrc = mdb_cursor_del(c, 0);
+        }
+    }
+    if (mrc == 0 || mrc == MDB_NOTFOUND) {
+        mdb_cursor_close(c);
+        return STORE_OK;
+    }
+    return kv_fail_mdb(kv, mrc, "expire idempotency");
+}
+
+/* ------------------------------------------------------------------ */
+/* Applying a batch                                                    */
+
+static int kv_apply_normal(struct kv_apply* a) {
+    Skein__Command* cmd =
+        skein__command__unpack(&a->alloc, a->e->len, a->e->data);
+
+    if (cmd == NULL) {
+        return kv_res_status(a, KV_STATUS_BAD_REQUEST,
+                             "malformed command: not a skein.Command");
+    }
+    if (cmd->request_id != NULL && cmd->request_id[0] != '\0') {
+        a->rid = cmd->request_id;
+        a->rid_len = strlen(cmd->request_id);
+        if (a->rid_len > KV_REQUEST_ID_MAX) {
+            a->rid = NULL;
+            return kv_res_status(a, KV_STATUS_BAD_REQUEST,
+                                 "request id longer than 128 bytes");
+        }
+        int rv = kv_res_str(a, a->rid, a->rid_len, &a->o->request_id);
+        if (rv != STORE_OK) {
+            return rv;
+        }
+        a->r->request_id_len = (uint32_t)a->rid_len;
+        bool answered;
+        rv = kv_idem_lookup(a, &answered);
+        if (rv != STORE_OK || answered) {
+            return rv;
+        }
+    }
+    int rv;
+    switch (cmd->op_case) {
+        case SKEIN__COMMAND__OP_CREATE:
+            rv = kv_apply_create(a, cmd->create);
+            break;
+        case SKEIN__COMMAND__OP_UPDATE:
+            rv = kv_apply_update(a, cmd->update);
+            break;
+        case SKEIN__COMMAND__OP_DELETE:
+            rv = kv_apply_delete(a, cmd->delete_);
+            break;
+        default:
+            rv = kv_res_status(a, KV_STATUS_BAD_REQUEST,
+                               "malformed command: no operation");
+            break;
+    }
+    if (rv == STORE_OK && a->rid != NULL) {
+        rv = kv_idem_record(a);
+    }
+    return rv;
+}
+
+static int kv_apply_conf(struct kv_state* kv,
+                         MDB_txn* txn,
+                         const struct raft_entry* e) {
+    MDB_val k = {4, (void*)"conf"};
+    static const uint8_t none = 0;
+    MDB_val v = {e->len, e->len > 0 ? (void*)e->data : (void*)&none};
+    int mrc = mdb_put(txn, kv->dbi_meta, &k, &v, 0);
+
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "write conf");
+    }
+    kv->st.conf_index = e->index;
+    return STORE_OK;
+}
+
+/* Applies entries[from..n) (all new) in txn. */
+static int kv_apply_entries(struct kv_state* kv,
+                            MDB_txn* txn,
+                            const struct raft_entry* entries,
+                            size_t from,
+                            size_t n,
+                            struct kv_result* results) {
+    struct kv_apply a;
+    struct kv_result scratch;
+
+    memset(&a, 0, sizeof(a));
+    a.kv = kv;
+    a.txn = txn;
+    a.alloc.alloc = kv_arena_alloc;
+    a.alloc.free = kv_arena_free;
+    a.alloc.allocator_data = &kv->arena;
+    for (size_t i = from; i < n; i++) {
+        int rv = STORE_OK;
+        a.e = &entries[i];
+        a.r = results != NULL ? &results[i] : &scratch;
+        a.o = &kv->offs[i];
+        a.rid = NULL;
+        a.rid_len = 0;
+        memset(a.r, 0, sizeof(*a.r));
+        a.r->index = a.e->index;
+        a.r->type = a.e->type;
+        a.r->applied = true;
+        if (a.e->type == RAFT_ENTRY_NORMAL) {
+            rv = kv_apply_normal(&a);
+            kv_arena_reset(&kv->arena);
+        } else if (a.e->type == RAFT_ENTRY_CONF) {
+            rv = kv_apply_conf(kv, txn, a.e);
+        }
+        if (rv != STORE_OK) {
+            return rv;
+        }
+        kv->st.applied_index = a.e->index;
+        kv->st.applied_term = a.e->term;
+    }
+    return STORE_OK;
+}
+
+/* Points every result's strings into kv->res once it stopped moving. */
+static void kv_fix_results(struct kv_state* kv,
+                           struct kv_result* results,
+                           size_t from,
+                           size_t n) {
+    const char* base = (const char*)kv->res.data;
+
+    for (size_t i = from; i < n; i++) {
+        struct kv_result* r = &results[i];
+        const struct kv_res_offs* o = &kv->offs[i];
+        if (r->has_entry) {
+            r->entry.id = base + o->id;
+            r->entry.key = base + o->key;
+            r->entry.value = base + o->value;
+        }
+        if (r->request_id_len > 0) {
+            r->request_id = base + o->request_id;
+        }
+        if (o->has_error) {
+            r->error = base + o->error;
+        }
+    }
+}
+
+/* Validates indexes; sets *from to the first entry not yet applied. */
+static int kv_check_batch(struct kv_state* kv,
+                          const struct raft_entry* entries,
+                          size_t n,
+                          size_t* from) {
+    for (size_t i = 1; i < n; i++) {
+        if (entries[i].index != entries[0].index + i) {
+            return kv_fail(kv, STORE_EINVAL,
+                           "apply: entries not consecutive at %llu",
+                           (unsigned long long)entries[i].index);
+        }
+    }
+    raft_index applied = kv->st.applied_index;
+    *from = entries[0].index > applied
+                ? 0
+                : (size_t)(applied + 1 - entries[0].index);
+    if (*from < n && entries[*from].index != applied + 1) {
+        return kv_fail(kv, STORE_EINVAL,
+                       "apply: gap: applied %llu, next entry %llu",
+                       (unsigned long long)applied,
+                       (unsigned long long)entries[*from].index);
+    }
+    return STORE_OK;
+}
+
+static int kv_prepare_offs(struct kv_state* kv, size_t n) {
+    if (n > kv->offs_cap) {
+        struct kv_res_offs* o = realloc(kv->offs, n * sizeof(*o));
+        if (o == NULL) {
+            return kv_fail(kv, STORE_ENOMEM, "apply: out of memory");
+        }
+        kv->offs = o;
+        kv->offs_cap = n;
+    }
+    memset(kv->offs, 0, n * sizeof(*kv->offs));
+    kv->res.len = 0;
+    return STORE_OK;
+}
+
+int kv_apply_batch(struct kv_state* kv,
+                   const struct raft_entry* entries,
+                   size_t n,
+                   struct kv_result* results) {
+    size_t from = 0;
+    MDB_txn* txn;
+
+    if (n == 0) {
+        return STORE_OK;
+    }
+    if (entries == NULL || kv->env.env == NULL) {
+        return kv_fail(kv, STORE_EINVAL, "apply: no entries or closed");
+    }
+    int rv = kv_check_batch(kv, entries, n, &from);
+    if (rv == STORE_OK) {
+        rv = kv_prepare_offs(kv, n);
+    }
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    for (size_t i = 0; results != NULL && i < from && i < n; i++) {
+        memset(&results[i], 0, sizeof(results[i]));
+        results[i].index = entries[i].index;
+        results[i].type = entries[i].type;
+    }
+    if (from >= n) {
+        kv_ok(kv);
+        return STORE_OK;
+    }
+    struct kv_stats saved = kv->st;
+    int mrc = mdb_txn_begin(kv->env.env, NULL, 0, &txn);
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "begin");
+    }
+    rv = kv_apply_entries(kv, txn, entries, from, n, results);
+    if (rv == STORE_OK) {
+        rv = kv_idem_gc(kv, txn);
+    }
+    if (rv == STORE_OK) {
+        rv = kv_put_meta_state(kv, txn);
+    }
+    if (rv != STORE_OK) {
+        mdb_txn_abort(txn);
+        kv->st = saved;
+        return rv;
+    }
+    rv = store_env_commit(&kv->env, txn);
+    if (rv != STORE_OK) {
+        kv->st = saved;
+        return kv_fail(kv, rv, "%s/data.mdb: commit: %s", kv->dir,
+                       store_strerror(rv));
+    }
+    if (results != NULL) {
+        kv_fix_results(kv, results, from, n);
+    }
+    rv = store_env_sync_batch(&kv->env, false);
+    if (rv != STORE_OK) {
+        return kv_fail(kv, rv, "%s/data.mdb: flush: %s", kv->dir,
+                       store_strerror(rv));
+    }
+    kv_ok(kv);
+    return STORE_OK;
+}
+
+int kv_sync(struct kv_state* kv) {
+    raft_index applied = kv->st.applied_index;
+    int rv = store_env_flush(&kv->env);
+
+    if (rv != STORE_OK) {
+        return kv_fail(kv, rv, "%s/data.mdb: flush: %s", kv->dir,
+                       store_strerror(rv));
+    }
+    kv->durable_applied = applied;
+    kv_ok(kv);
+    return STORE_OK;
+}
+
+raft_index kv_applied_index(const struct kv_state* kv) {
+    return kv->st.applied_index;
+}
+
+raft_term kv_applied_term(const struct kv_state* kv) {
+    return kv->st.applied_term;
+}
+
+raft_index kv_durable_applied(const struct kv_state* kv) {
+    return kv->durable_applied;
+}
+
+int kv_last_error(const struct kv_state* kv) {
+    return kv->last_error;
+}
+
+const char* kv_errmsg(const struct kv_state* kv) {
+    return kv->errmsg;
+}
+
+const char* kv_dir(const struct kv_state* kv) {
+    return kv->dir;
+}
+
+int kv_set_map_size(struct kv_state* kv, size_t bytes) {
+    int rv = store_env_set_map_size(&kv->env, bytes);
+
+    if (rv != STORE_OK) {
+        return kv_fail(kv, rv, "%s: cannot set the map size to %zu bytes",
+                       kv->dir, bytes);
+    }
+    kv_ok(kv);
+    return STORE_OK;
+}
+
+void kv_trim_memory(struct kv_state* kv) {
+    MDB_envinfo info;
+
+    if (kv->env.env == NULL || mdb_env_info(kv->env.env, &info) != 0 ||
+        info.me_mapaddr == NULL) {
+        return;
+    }
+    madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reads (any thread; each call uses its own read transaction)         */
+
+static int kv_rbegin(struct kv_state* kv, MDB_txn** txn) {
+    int mrc = mdb_txn_begin(kv->env.env, NULL, MDB_RDONLY, txn);
+    return mrc == 0 ? STORE_OK : store_err_from_mdb(mrc);
+}
+
+/* Offsets of one entry's strings in a kv_buf, fixed up at the end. */
+struct kv_read_offs {
+    size_t id, key, value; /* offsets in the caller's buffer */
+};
+
+/* Decodes a stored value and copies its strings into buf. */
+static int kv_read_value(const MDB_val* v,
+                         struct kv_buf* buf,
+                         struct kv_entry* out,
+                         struct kv_read_offs* offs) {
+    Skein__KVEntry* p = skein__kventry__unpack(NULL, v->mv_size, v->mv_data);
+
+    if (p == NULL) {
+        return STORE_ECORRUPT;
+    }
+    *out = kv_entry_of(p);
+    offs->id = kv_buf_put(buf, out->id, out->id_len);
+    offs->key = kv_buf_put(buf, out->key, out->key_len);
+    offs->value = kv_buf_put(buf, out->value, out->value_len);
+    skein__kventry__free_unpacked(p, NULL);
+    if (offs->id == SIZE_MAX || offs->key == SIZE_MAX ||
+        offs->value == SIZE_MAX) {
+        return STORE_ENOMEM;
+    }
+    return STORE_OK;
+}
+
+static void kv_read_fix(const struct kv_buf* buf,
+                        struct kv_entry* out,
+                        const struct kv_read_offs* offs,
+                        size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        out[i].id = (const char*)buf->data + offs[i].id;
+        out[i].key = (const char*)buf->data + offs[i].key;
+        out[i].value = (const char*)buf->data + offs[i].value;
+    }
+}
+
+int kv_get(struct kv_state* kv,
+           const char* id,
+           size_t id_len,
+           struct kv_buf* buf,
+           struct kv_entry* out) {
+    MDB_txn* txn;
+    MDB_val k = {id_len, (void*)id};
+    MDB_val v;
+    struct kv_read_offs offs;
+
+    if (id == NULL || id_len == 0 || id_len > KV_ID_MAX) {
+        return STORE_EINVAL;
+    }
+    buf->len = 0;
+    int rv = kv_rbegin(kv, &txn);
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    int mrc = mdb_get(txn, kv->dbi_kv, &k, &v);
+    if (mrc == 0) {
+        rv = kv_read_value(&v, buf, out, &offs);
+    } else {
+        rv = store_err_from_mdb(mrc);
+    }
+    mdb_txn_abort(txn);
+    if (rv == STORE_OK) {
+        kv_read_fix(buf, out, &offs, 1);
+    }
+    return rv;
+}
+
+/* Pages through all entries in id order. */
+static int kv_list_all(struct kv_state* kv,
+                       MDB_txn* txn,
+                       const struct kv_list_query* q,
+                       uint32_t limit,
+                       struct kv_buf* buf,
+                       struct kv_entry* out,
+                       struct kv_read_offs* offs,
+                       size_t* n,
+                       bool* truncated) {
+    MDB_cursor* c;
+    MDB_val k, v;
+    int mrc = mdb_cursor_open(txn, kv->dbi_kv, &c);
+    int rv = STORE_OK;
+
+    if (mrc != 0) {
+        return store_err_from_mdb(mrc);
+    }
+    if (q->after != NULL && q->after_len > 0) {
+        k.mv_size = q->after_len;
+        k.mv_data = (void*)q->after;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && k.mv_size == q->after_len &&
+            memcmp(k.mv_data, q->after, q->after_len) == 0) {
+            mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        }
+    } else {
+        mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    }
+    while (mrc == 0 && rv == STORE_OK) {
+        if (*n == limit) {
+            *truncated = true;
+            break;
+        }
+        rv = kv_read_value(&v, buf, &out[*n], &offs[*n]);
+        (*n)++;
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rv == STORE_OK && mrc != 0 && mrc != MDB_NOTFOUND) {
+        rv = store_err_from_mdb(mrc);
+    }
+    return rv;
+}
+
+/* Pages through the entries of one key, in id order. */
+static int kv_list_key(struct kv_state* kv,
+                       MDB_txn* txn,
+                       const struct kv_list_query* q,
+                       uint32_t limit,
+                       struct kv_buf* buf,
+                       struct kv_entry* out,
+                       struct kv_read_offs* offs,
+                       size_t* n,
+                       bool* truncated) {
+    uint8_t kb[KV_KEY_MAX + 1];
+    MDB_cursor* c;
+    MDB_val k = kv_index_key(kb, q->key, q->key_len);
+    MDB_val d;
+    int mrc = mdb_cursor_open(txn, kv->dbi_by_key, &c);
+    int rv = STORE_OK;
+
+    if (mrc != 0) {
+        return store_err_from_mdb(mrc);
+    }
+    if (q->after != NULL && q->after_len > 0) {
+        d.mv_size = q->after_len;
+        d.mv_data = (void*)q->after;
+        mrc = mdb_cursor_get(c, &k, &d, MDB_GET_BOTH_RANGE);
+        if (mrc == 0 && d.mv_size == q->after_len &&
+            memcmp(d.mv_data, q->after, q->after_len) == 0) {
+            mrc = mdb_cursor_get(c, &k, &d, MDB_NEXT_DUP);
+        }
+    } else {
+        mrc = mdb_cursor_get(c, &k, &d, MDB_SET_KEY);
+    }
+    while (mrc == 0 && rv == STORE_OK) {
+        MDB_val v;
+        if (*n == limit) {
+            *truncated = true;
+            break;
+        }
+        mrc = mdb_get(txn, kv->dbi_kv, &d, &v);
+        if (mrc != 0) {
+            rv = mrc == MDB_NOTFOUND ? STORE_ECORRUPT : store_err_from_mdb(mrc);
+            break;
+        }
+        rv = kv_read_value(&v, buf, &out[*n], &offs[*n]);
+        (*n)++;
+        mrc = mdb_cursor_get(c, &k, &d, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(c);
+    if (rv == STORE_OK && mrc != 0 && mrc != MDB_NOTFOUND) {
+        rv = store_err_from_mdb(mrc);
+    }
+    return rv;
+}
+
+int kv_list(struct kv_state* kv,
+            const struct kv_list_query* q,
+            struct kv_buf* buf,
+            struct kv_entry* out,
+            size_t cap,
+            size_t* n,
+            bool* truncated) {
+    MDB_txn* txn;
+    uint32_t limit = q->limit == 0 ? KV_LIST_DEFAULT : q->limit;
+
+    *n = 0;
+    *truncated = false;
+    buf->len = 0;
+    if (limit > KV_LIST_MAX) {
+        limit = KV_LIST_MAX;
+    }
+    if (cap < limit || (q->key != NULL && q->key_len > KV_KEY_MAX)) {
+        return STORE_EINVAL;
+    }
+    struct kv_read_offs* offs = malloc(limit * sizeof(*offs));
+    if (offs == NULL) {
+        return STORE_ENOMEM;
+    }
+    int rv = kv_rbegin(kv, &txn);
+    if (rv == STORE_OK) {
+        rv = q->key != NULL
+                 ? kv_list_key(kv, txn, q, limit, buf, out, offs, n, truncated)
+                 : kv_list_all(kv, txn, q, limit, buf, out, offs, n, truncated);
+        mdb_txn_abort(txn);
+    }
+    if (rv == STORE_OK) {
+        kv_read_fix(buf, out, offs, *n);
+    } else {
+        *n = 0;
+    }
+    free(offs);
+    return rv;
+}
+
+int kv_stats(struct kv_state* kv, struct kv_stats* out) {
+    MDB_txn* txn;
+    MDB_val k = {5, (void*)"state"};
+    MDB_val v;
+    int rv = kv_rbegin(kv, &txn);
+
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    int mrc = mdb_get(txn, kv->dbi_meta, &k, &v);
+    rv = mrc == 0 ? kv_meta_decode(&v, out) : store_err_from_mdb(mrc);
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+int kv_count(struct kv_state* kv, uint64_t* out) {
+    struct kv_stats st;
+    int rv = kv_stats(kv, &st);
+
+    if (rv == STORE_OK) {
+        *out = st.count;
+    }
+    return rv;
+}
+
+int kv_random_id(struct kv_state* kv,
+                 uint64_t rnd,
+                 struct kv_buf* buf,
+                 const char** id,
+                 size_t* id_len) {
+    static const char hex[] = "0123456789abcdef";
+    char probe[16];
+    MDB_txn* txn;
+    MDB_cursor* c;
+    MDB_val k = {sizeof(probe), probe};
+    MDB_val v;
+
+    for (int i = 0; i < 16; i++) {
+        probe[i] = hex[(rnd >> (60 - 4 * i)) & 0xf];
+    }
+    buf->len = 0;
+    int rv = kv_rbegin(kv, &txn);
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    int mrc = mdb_cursor_open(txn, kv->dbi_kv, &c);
+    if (mrc == 0) {
+        mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (mrc == MDB_NOTFOUND) {
+            mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        }
+        mdb_cursor_close(c);
+    }
+    if (mrc == 0) {
+        size_t off = kv_buf_put(buf, k.mv_data, k.mv_size);
+        rv = off == SIZE_MAX ? STORE_ENOMEM : STORE_OK;
+        *id = (const char*)buf->data + (off == SIZE_MAX ? 0 : off);
+        *id_len = k.mv_size;
+    } else {
+        rv = store_err_from_mdb(mrc);
+    }
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+int kv_conf(struct kv_state* kv,
+            uint8_t* buf,
+            size_t cap,
+            size_t* len,
+            raft_index* conf_index) {
+    MDB_txn* txn;
+    MDB_val k = {4, (void*)"conf"};
+    MDB_val v;
+    struct kv_stats st;
+    int rv = kv_rbegin(kv, &txn);
+
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    *len = 0;
+    *conf_index = 0;
+    int mrc = mdb_get(txn, kv->dbi_meta, &k, &v);
+    if (mrc == 0 && v.mv_size > cap) {
+        rv = STORE_EINVAL;
+    } else if (mrc == 0) {
+        memcpy(buf, v.mv_data, v.mv_size);
+        *len = v.mv_size;
+    } else if (mrc != MDB_NOTFOUND) {
+        rv = store_err_from_mdb(mrc);
+    }
+    k.mv_size = 5;
+    k.mv_data = (void*)"state";
+    if (rv == STORE_OK && mdb_get(txn, kv->dbi_meta, &k, &v) == 0 &&
+        kv_meta_decode(&v, &st) == STORE_OK) {
+        *conf_index = st.conf_index;
+    }
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+int kv_snapshot_meta(struct kv_state* kv,
+                     const struct raft_conf* bootstrap,
+                     struct raft_snapshot_meta* out) {
+    uint8_t conf[RAFT_CONF_ENCODED_MAX];
+    size_t len;
+    raft_index conf_index;
+    struct kv_stats st;
+    int rv = kv_stats(kv, &st);
+
+    if (rv == STORE_OK) {
+        rv = kv_conf(kv, conf, sizeof(conf), &len, &conf_index);
+    }
+    if (rv != STORE_OK) {
+        return rv == STORE_EINVAL ? STORE_ECORRUPT : rv;
+    }
+    memset(out, 0, sizeof(*out));
+    out->index = st.applied_index;
+    out->term = st.applied_term;
+    if (st.conf_index == 0) {
+        if (bootstrap != NULL) {
+            out->conf = *bootstrap;
+        }
+        return STORE_OK;
+    }
+    return raft_conf_decode(conf, len, &out->conf) == RAFT_OK ? STORE_OK
+                                                              : STORE_ECORRUPT;
+}
+
+/* Checks one stored entry and adds it to the recomputed counters. */
+static int kv_verify_one(struct kv_state* kv,
+                         MDB_cursor* ic,
+                         const MDB_val* k,
+                         const MDB_val* v,
+                         struct kv_stats* re,
+                         char* errmsg) {
+    Skein__KVEntry* p = skein__kventry__unpack(NULL, v->mv_size, v->mv_data);
+    int rv = STORE_OK;
+
+    if (p == NULL || p->id == NULL || strlen(p->id) != k->mv_size ||
+        memcmp(p->id, k->mv_data, k->mv_size) != 0) {
+        store_errf(errmsg, "%s: entry %.*s does not decode or has another id",
+                   kv->dir, (int)k->mv_size, (const char*)k->mv_data);
+        skein__kventry__free_unpacked(p, NULL);
+        return STORE_ECORRUPT;
+    }
+    struct kv_entry e = kv_entry_of(p);
+    uint8_t kb[KV_KEY_MAX + 1];
+    MDB_val ik = kv_index_key(kb, e.key, e.key_len);
+    MDB_val iv = *k;
+    re->count++;
+    re->hash += kv_entry_hash(&e);
+    if (e.seq > re->seq) {
+        re->seq = e.seq;
+    }
+    if (mdb_cursor_get(ic, &ik, &iv, MDB_GET_BOTH) != 0) {
+        store_errf(errmsg, "%s: key index lacks entry %s", kv->dir, e.id);
+        rv = STORE_ECORRUPT;
+    }
+    skein__kventry__free_unpacked(p, NULL);
+    return rv;
+}
+
+/* Recomputes count and hash, checking each entry's key index. */
+static int kv_verify_scan(struct kv_state* kv,
+                          MDB_txn* txn,
+                          struct kv_stats* re,
+                          char* errmsg) {
+    MDB_cursor* c;
+    MDB_cursor* ic;
+    MDB_val k, v;
+    int mrc = mdb_cursor_open(txn, kv->dbi_kv, &c);
+    int rv = STORE_OK;
+
+    if (mrc != 0) {
+        return store_err_from_mdb(mrc);
+    }
+    mrc = mdb_cursor_open(txn, kv->dbi_by_key, &ic);
+    if (mrc != 0) {
+        mdb_cursor_close(c);
+        return store_err_from_mdb(mrc);
+    }
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0 && rv == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        rv = kv_verify_one(kv, ic, &k, &v, re, errmsg);
+    }
+    mdb_cursor_close(ic);
+    mdb_cursor_close(c);
+    if (rv == STORE_OK && mrc != MDB_NOTFOUND) {
+        rv = store_err_from_mdb(mrc);
+    }
+    return rv;
+}
+
+int kv_verify(struct kv_state* kv, struct kv_stats* recomputed, char* errmsg) {
+    MDB_txn* txn;
+    MDB_val k = {5, (void*)"state"};
+    MDB_val v;
+    struct kv_stats stored;
+    struct kv_stats re;
+    MDB_stat ist;
+    int rv = kv_rbegin(kv, &txn);
+
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    memset(&re, 0, sizeof(re));
+    if (mdb_get(txn, kv->dbi_meta, &k, &v) != 0 ||
+        kv_meta_decode(&v, &stored) != STORE_OK) {
+        store_errf(errmsg, "%s: meta \"state\" missing or damaged", kv->dir);
+        rv = STORE_ECORRUPT;
+    }
+    if (rv == STORE_OK) {
+        rv = kv_verify_scan(kv, txn, &re, errmsg);
+    }
+    if (rv == STORE_OK && mdb_stat(txn, kv->dbi_by_key, &ist) == 0 &&
+        ist.ms_entries != re.count) {
+        store_errf(errmsg, "%s: key index holds %zu ids for %llu entries",
+                   kv->dir, ist.ms_entries, (unsigned long long)re.count);
+        rv = STORE_ECORRUPT;
+    }
+    mdb_txn_abort(txn);
+    if (rv == STORE_OK) {
+        re.applied_index = stored.applied_index;
+        re.applied_term = stored.applied_term;
+        re.idem_window = stored.idem_window;
+        re.conf_index = stored.conf_index;
+        if (re.count != stored.count || re.hash != stored.hash ||
+            re.seq > stored.seq) {
+            store_errf(errmsg,
+                       "%s: stored count %llu hash %016llx, recomputed count "
+                       "%llu hash %016llx",
+                       kv->dir, (unsigned long long)stored.count,
+                       (unsigned long long)stored.hash,
+                       (unsigned long long)re.count,
+                       (unsigned long long)re.hash);
+            rv = STORE_ECORRUPT;
+        }
+        re.seq = stored.seq;
+    }
+    if (recomputed != NULL) {
+        *recomputed = re;
+    }
+    return rv;
+}
