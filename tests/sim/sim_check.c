@@ -439,16 +439,6 @@ void sim_check_acked(struct sim* s, raft_index index, raft_term term) {
     sim_check_leaders_hold(s, index);
 }
 
-/*
- * Core findings recorded in FINDINGS.md that are tolerated until fixed, so
- * the simulator can keep looking for others. Remove each once fixed.
- */
-static bool sim_known_finding(struct sim_node* n, const char* bad) {
-    /* F1: the leader compacted the no-op that opened its term. */
-    return strcmp(bad, "leader lost the entry that opened its term") == 0 &&
-           raft_first_index(n->core) > 1;
-}
-
 void sim_check_step(struct sim* s) {
     for (uint32_t i = 1; i <= s->o.nodes; i++) {
         struct sim_node* n = &s->node[i];
@@ -456,7 +446,7 @@ void sim_check_step(struct sim* s) {
             continue;
         }
         const char* bad = raft_check_invariants(n->core);
-        if (bad != NULL && !sim_known_finding(n, bad)) {
+        if (bad != NULL) {
             sim_fail(s, "core-invariant", "n%llu: %s",
                      (unsigned long long)n->id, bad);
         }
