@@ -169,6 +169,7 @@ struct sim_node {
     bool paused;                          /* gets no ticks nor messages */
     uint64_t incarnation;                 /* bumped at every restart */
     uint64_t down_until;                  /* crashed: restart tick */
+    uint64_t paused_at;                   /* paused: tick the pause began */
     uint64_t paused_until;                /* paused: resume tick */
     struct raft* core;                    /* NULL while crashed */
     struct store_mem* mem;                /* the disk, survives crashes */
@@ -327,6 +328,7 @@ struct sim_params {
     uint32_t write_bp;        /* client write chance per step */
     uint32_t read_bp;         /* client read chance per step */
     uint32_t conf_bp;         /* membership change chance per step */
+    uint32_t lease_bp;        /* share of leader reads served by lease */
     uint32_t transfer_bp;     /* leader transfer chance per step */
     uint32_t snapshot_every;  /* applied entries between snapshots */
     uint32_t keys;            /* registers used, <= SIM_MAX_KEYS */
@@ -344,6 +346,7 @@ struct sim_stats {
     uint64_t leaders;             /* distinct (term, leader) elected */
     uint64_t writes_acked;        /* acknowledged writes */
     uint64_t writes_failed;       /* proposals that lost their index */
+    uint64_t lease_reads;         /* reads served under the leader lease */
     uint64_t reads_checked;       /* reads served and checked */
     uint64_t crashes;             /* node crashes (power cuts count each) */
     uint64_t snapshots_taken;     /* raft_snapshot_taken calls */

@@ -161,6 +161,22 @@ static void sim_client_read(struct sim* s, struct sim_node* n) {
         .invoked_at = s->now,
     };
     r.min_index = s->acked_max[r.key];
+    if (raft_role(n->core) == RAFT_LEADER &&
+        sim_rng_chance(&s->rng, s->p.lease_bp) && raft_lease_valid(n->core)) {
+        /* Lease read (thesis §6.4.1): no round trip, the commit index. */
+        r.has_index = true;
+        r.index = raft_commit_index(n->core);
+        sim_trace(s,
+                  "n%llu client lease read ctx=%llu key=%u min=%llu "
+                  "index=%llu",
+                  (unsigned long long)n->id, (unsigned long long)r.context,
+                  r.key, (unsigned long long)r.min_index,
+                  (unsigned long long)r.index);
+        s->reads[s->n_reads++] = r;
+        s->stats.lease_reads++;
+        sim_clients_serve(s, n);
+        return;
+    }
     int rv = raft_read_index(n->core, r.context);
     sim_trace(s, "n%llu client read ctx=%llu key=%u min=%llu: %s",
               (unsigned long long)n->id, (unsigned long long)r.context, r.key,
@@ -240,10 +256,10 @@ void sim_clients_serve(struct sim* s, struct sim_node* n) {
     }
 }
 
-static void sim_conf_propose(struct sim* s,
-                             struct sim_node* l,
-                             int change,
-                             raft_node_id id) {
+static int sim_conf_propose(struct sim* s,
+                            struct sim_node* l,
+                            int change,
+                            raft_node_id id) {
     raft_index index = 0;
     int rv = raft_change_conf(l->core, change, id, &index);
     static const char* const names[] = {"?", "add-learner", "promote",
@@ -254,6 +270,7 @@ static void sim_conf_propose(struct sim* s,
     if (rv == RAFT_OK) {
         sim_node_pump(s, l);
     }
+    return rv;
 }
 
 /* Phase 0: maybe start removing a voter other than the leader. */
@@ -275,7 +292,7 @@ static void sim_conf_start(struct sim* s,
         return;
     }
     raft_node_id id = 1 + sim_rng_below(&s->rng, s->o.nodes);
-    if (id == l->id || raft_conf_role(c, id) != RAFT_VOTER) {
+    if (raft_conf_role(c, id) != RAFT_VOTER) { /* the leader may go too */
         return;
     }
     s->conf.target = id;
@@ -300,11 +317,14 @@ void sim_conf_step(struct sim* s) {
                 s->conf.phase = role < 0 ? 2 : 3;
                 s->conf.until = s->now + sim_rng_range(&s->rng, 20, 300);
                 s->stats.conf_changes += role < 0;
-            } else if (id == l->id) {
+            } else if (sim_rng_chance(&s->rng, 2000) &&
+                       sim_conf_propose(s, l, RAFT_CONF_REMOVE, id) ==
+                           RAFT_EINVAL &&
+                       id == l->id) {
+                /* If the core refuses to remove its own leader, hand over
+                 * leadership first. */
                 (void)raft_transfer_leader(l->core, 1 + id % s->o.nodes);
                 sim_node_pump(s, l);
-            } else if (sim_rng_chance(&s->rng, 2000)) {
-                sim_conf_propose(s, l, RAFT_CONF_REMOVE, id);
             }
             return;
         case 2:

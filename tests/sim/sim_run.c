@@ -54,6 +54,7 @@ static void sim_draw_params(struct sim* s) {
     if (p->max_msg_bytes * p->max_inflight < 1024) {
         p->max_inflight = (uint32_t)(1024 / p->max_msg_bytes);
     }
+    p->lease_bp = sim_pick_bp(s, 4000, 1000, 9000);
 }
 
 #define SIM_PCT(bp) (unsigned)((bp) / 100), (unsigned)((bp) % 100)
@@ -75,12 +76,13 @@ static void sim_print_params(const struct sim* s) {
         "cluster: election=%u heartbeat=%u inflight=%u msg_bytes=%zu "
         "uncommitted=%llu prevote=%d checkquorum=%d snapshot_every=%u "
         "keys=%u "
-        "writes=%u.%02u%% reads=%u.%02u%% conf=%u.%02u%% "
+        "writes=%u.%02u%% reads=%u.%02u%% lease=%u.%02u%% conf=%u.%02u%% "
         "transfer=%u.%02u%%\n",
         p->election_ticks, p->heartbeat_ticks, p->max_inflight,
         p->max_msg_bytes, (unsigned long long)p->max_uncommitted, p->pre_vote,
         p->check_quorum, p->snapshot_every, p->keys, SIM_PCT(p->write_bp),
-        SIM_PCT(p->read_bp), SIM_PCT(p->conf_bp), SIM_PCT(p->transfer_bp));
+        SIM_PCT(p->read_bp), SIM_PCT(p->lease_bp), SIM_PCT(p->conf_bp),
+        SIM_PCT(p->transfer_bp));
 }
 
 /* --- faults ----------------------------------------------------------------
@@ -151,6 +153,24 @@ static void sim_faults_partition(struct sim* s) {
     s->stats.partitions++;
 }
 
+/*
+ * A paused process wakes up: its clock kept running, so the driver first
+ * feeds the ticks it missed (a driver derives ticks from a monotonic
+ * clock), then the queued messages arrive.
+ */
+static void sim_node_resume(struct sim* s, struct sim_node* x) {
+    x->paused = false;
+    uint64_t missed = s->now - x->paused_at;
+    uint64_t cap = 10 * (uint64_t)s->p.election_ticks;
+    sim_trace(s, "n%llu resume after %llu ticks", (unsigned long long)x->id,
+              (unsigned long long)missed);
+    sim_node_pump(s, x);
+    for (uint64_t k = 1; k < missed && k <= cap && sim_node_is_live(x); k++) {
+        struct raft_event ev = {.type = RAFT_EVENT_TICK};
+        sim_node_step(s, x, &ev);
+    }
+}
+
 static void sim_faults_nodes(struct sim* s) {
     uint32_t n = s->o.nodes;
     for (uint32_t i = 1; i <= n; i++) {
@@ -158,8 +178,7 @@ static void sim_faults_nodes(struct sim* s) {
         if (!x->up && s->now >= x->down_until) {
             sim_node_start(s, x);
         } else if (x->up && x->paused && s->now >= x->paused_until) {
-            x->paused = false;
-            sim_trace(s, "n%u resume", i);
+            sim_node_resume(s, x);
         }
     }
     if (sim_rng_chance(&s->rng, s->p.crash_bp)) {
@@ -182,6 +201,7 @@ static void sim_faults_nodes(struct sim* s) {
         struct sim_node* x = &s->node[1 + sim_rng_below(&s->rng, n)];
         if (x->up && !x->paused) {
             x->paused = true;
+            x->paused_at = s->now;
             x->paused_until =
                 s->now + sim_rng_range(&s->rng, 1, 3 * s->p.election_ticks);
             s->stats.pauses++;
@@ -324,14 +344,15 @@ static void sim_print_summary(const struct sim* s, uint64_t live_ticks) {
     const struct sim_stats* st = &s->stats;
     printf(
         "ok seed=%llu nodes=%u steps=%llu leaders=%llu writes_acked=%llu "
-        "writes_failed=%llu reads_checked=%llu crashes=%llu "
+        "writes_failed=%llu reads_checked=%llu lease_reads=%llu crashes=%llu "
         "snapshots_taken=%llu snapshots_installed=%llu conf_changes=%llu "
         "partitions=%llu pauses=%llu messages=%llu liveness_ticks=%llu\n",
         (unsigned long long)s->o.seed, s->o.nodes,
         (unsigned long long)s->o.steps, (unsigned long long)st->leaders,
         (unsigned long long)st->writes_acked,
         (unsigned long long)st->writes_failed,
-        (unsigned long long)st->reads_checked, (unsigned long long)st->crashes,
+        (unsigned long long)st->reads_checked,
+        (unsigned long long)st->lease_reads, (unsigned long long)st->crashes,
         (unsigned long long)st->snapshots_taken,
         (unsigned long long)st->snapshots_installed,
         (unsigned long long)st->conf_changes,
