@@ -429,7 +429,9 @@ static void note_appended_confs(struct raft* r,
         if (e[i].type != RAFT_ENTRY_CONF) {
             continue;
         }
-        if (raft_conf_decode(e[i].data, e[i].len, &conf) == RAFT_OK) {
+        size_t used;
+        if (raft_conf_decode_prefix(e[i].data, e[i].len, &conf, &used) ==
+            RAFT_OK) {
             push_conf(r, e[i].index, &conf);
         }
     }
@@ -1700,15 +1702,21 @@ static int check_conf_change(const struct raft* r,
     }
 }
 
-int raft_change_conf(struct raft* r,
-                     int change,
-                     raft_node_id id,
-                     raft_index* index) {
+int raft_change_conf_ctx(struct raft* r,
+                         int change,
+                         raft_node_id id,
+                         const uint8_t* context,
+                         size_t context_len,
+                         raft_index* index) {
     struct raft_conf next;
-    uint8_t buf[RAFT_CONF_ENCODED_MAX];
+    uint8_t buf[RAFT_CONF_ENCODED_MAX + RAFT_CONF_CONTEXT_MAX];
     struct raft_entry e;
     int rv;
 
+    if (context_len > RAFT_CONF_CONTEXT_MAX ||
+        (context_len > 0 && context == NULL)) {
+        return RAFT_EINVAL;
+    }
     if (r->role != RAFT_LEADER) {
         return RAFT_ENOTLEADER;
     }
@@ -1732,6 +1740,10 @@ int raft_change_conf(struct raft* r,
     e.index = last_index(r) + 1;
     e.type = RAFT_ENTRY_CONF;
     e.len = (uint32_t)raft_conf_encode(&next, buf);
+    if (context_len > 0) {
+        memcpy(buf + e.len, context, context_len);
+        e.len += (uint32_t)context_len;
+    }
     e.data = buf;
     rv = log_append(r, &e, 1);
     if (rv != RAFT_OK) {
@@ -1742,6 +1754,13 @@ int raft_change_conf(struct raft* r,
     }
     bcast_append(r, false);
     return RAFT_OK;
+}
+
+int raft_change_conf(struct raft* r,
+                     int change,
+                     raft_node_id id,
+                     raft_index* index) {
+    return raft_change_conf_ctx(r, change, id, NULL, 0, index);
 }
 
 int raft_read_index(struct raft* r, uint64_t context) {
@@ -1819,6 +1838,22 @@ int raft_snapshot_taken(struct raft* r,
     if (meta != NULL) {
         *meta = r->snapshot;
     }
+    return RAFT_OK;
+}
+
+int raft_send_snapshot(struct raft* r, raft_node_id to) {
+    struct raft_progress* pr;
+
+    if (r->role != RAFT_LEADER) {
+        return RAFT_ENOTLEADER;
+    }
+    if (to == r->cfg.id || (pr = progress_of(r, to)) == NULL) {
+        return RAFT_ENOTFOUND;
+    }
+    if (r->snapshot.index == 0) {
+        return RAFT_ECOMPACTED;
+    }
+    send_snapshot(r, pr);
     return RAFT_OK;
 }
 

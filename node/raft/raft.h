@@ -137,6 +137,16 @@ size_t raft_conf_encode(const struct raft_conf* conf, uint8_t* buf);
  */
 int raft_conf_decode(const uint8_t* buf, size_t len, struct raft_conf* out);
 
+/**
+ * Decodes the conf at the start of a CONF entry's data, which may be
+ * followed by a driver context. Sets *used to the bytes the conf took.
+ * Returns RAFT_OK or RAFT_EINVAL like raft_conf_decode.
+ */
+int raft_conf_decode_prefix(const uint8_t* buf,
+                            size_t len,
+                            struct raft_conf* out,
+                            size_t* used);
+
 /** Returns the member's role, or -1 if `id` is not in the conf. */
 int raft_conf_role(const struct raft_conf* conf, raft_node_id id);
 
@@ -407,6 +417,22 @@ int raft_change_conf(struct raft* r,
                      raft_index* index);
 
 /**
+ * Like raft_change_conf, and appends `context` (at most
+ * RAFT_CONF_CONTEXT_MAX bytes, opaque to the core, like etcd's
+ * ConfChange.Context) to the conf entry's data, after the encoded conf.
+ * The node uses it to carry member addresses.
+ */
+int raft_change_conf_ctx(struct raft* r,
+                         int change,
+                         raft_node_id id,
+                         const uint8_t* context,
+                         size_t context_len,
+                         raft_index* index);
+
+/** Largest context accepted by raft_change_conf_ctx. */
+#define RAFT_CONF_CONTEXT_MAX 8192
+
+/**
  * Asks for a linearizable read (ReadIndex, thesis §6.4). `context` is the
  * driver's unique request id. The result arrives later in rd.reads.
  * Returns RAFT_ENOLEADER when there is no leader to ask, RAFT_EBUSY when
@@ -430,6 +456,14 @@ int raft_transfer_leader(struct raft* r, raft_node_id to);
 int raft_snapshot_taken(struct raft* r,
                         raft_index index,
                         struct raft_snapshot_meta* meta);
+
+/**
+ * Makes the leader send its latest snapshot to `to` now, even if the log
+ * could still catch it up (an operator's forced resync). Returns
+ * RAFT_ENOTLEADER, RAFT_ENOTFOUND (not a member or self), RAFT_ECOMPACTED
+ * when no snapshot exists yet (take one first), or RAFT_OK.
+ */
+int raft_send_snapshot(struct raft* r, raft_node_id to);
 
 /** True if this leader heard from a quorum within the last election
  * timeout, so no other leader can exist (lease for reads, thesis §6.4.1).

@@ -36,6 +36,31 @@ size_t raft_conf_encode(const struct raft_conf* conf, uint8_t* buf) {
     return (size_t)(p - buf);
 }
 
+int raft_conf_decode_prefix(const uint8_t* buf,
+                            size_t len,
+                            struct raft_conf* out,
+                            size_t* used) {
+    uint32_t n = 0;
+
+    *used = 0;
+    if (buf == NULL || len < 4) {
+        memset(out, 0, sizeof(*out));
+        return RAFT_EINVAL;
+    }
+    for (int i = 3; i >= 0; i--) {
+        n = (n << 8) | buf[i];
+    }
+    if (n > RAFT_MAX_NODES || len < 4 + (size_t)n * 9) {
+        memset(out, 0, sizeof(*out));
+        return RAFT_EINVAL;
+    }
+    if (raft_conf_decode(buf, 4 + (size_t)n * 9, out) != RAFT_OK) {
+        return RAFT_EINVAL;
+    }
+    *used = 4 + (size_t)n * 9;
+    return RAFT_OK;
+}
+
 int raft_conf_decode(const uint8_t* buf, size_t len, struct raft_conf* out) {
     uint32_t n = 0;
 

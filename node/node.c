@@ -1,0 +1,772 @@
+/*
+ * node.c - the node loop: events in, raft steps, ready batches out.
+ */
+#include "node.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "node_internal.h"
+#include "store_recover.h"
+
+/* ------------------------------------------------------------------ */
+/* Time, helpers                                                       */
+
+uint64_t node_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t node_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void node_config_default(struct node_config* cfg, uint64_t id) {
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->id = id;
+    cfg->cluster_id = 0x736b65696eULL; /* "skein" */
+    cfg->tick_ms = 30;
+    cfg->election_ticks = 10; /* 300-600 ms randomized */
+    cfg->heartbeat_ticks = 2; /* 60 ms */
+    cfg->log_retain = STORE_LOG_RETAIN_DEFAULT;
+    cfg->snapshot_threshold = STORE_COMPACT_THRESHOLD_DEFAULT;
+    cfg->write_timeout_ms = 5000;
+    cfg->read_timeout_ms = 5000;
+    cfg->http_threads = 300;
+    cfg->pre_vote = true;
+    cfg->check_quorum = true;
+}
+
+static int mkdir_p(const char* path) {
+    char buf[NODE_URL_MAX + 64];
+    size_t len = strlen(path);
+
+    if (len >= sizeof(buf)) {
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                return -1;
+            }
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Peers and sending                                                   */
+
+struct node_peer* node_peer_of(struct node* n, uint64_t id) {
+    for (uint32_t i = 0; i < n->n_peers; i++) {
+        if (n->peers[i].id == id) {
+            return &n->peers[i];
+        }
+    }
+    return NULL;
+}
+
+struct node_peer* node_add_peer(struct node* n,
+                                uint64_t id,
+                                const char* url,
+                                const char* http) {
+    struct node_peer* p = node_peer_of(n, id);
+
+    if (id == n->cfg.id || url == NULL || url[0] == '\0') {
+        return NULL;
+    }
+    if (p == NULL) {
+        if (n->n_peers == NODE_MAX_PEERS) {
+            return NULL;
+        }
+        p = &n->peers[n->n_peers++];
+        memset(p, 0, sizeof(*p));
+        p->id = id;
+    }
+    if (strcmp(p->url, url) != 0 || !p->known) {
+        snprintf(p->url, sizeof(p->url), "%s", url);
+        p->known = transport_add_peer(n->tr, id, url) == 0;
+    }
+    if (http != NULL && http[0] != '\0') {
+        snprintf(p->http, sizeof(p->http), "%s", http);
+    }
+    return p;
+}
+
+void node_send_envelope(struct node* n,
+                        uint64_t peer,
+                        int channel,
+                        const Skein__Envelope* env,
+                        uint64_t cookie,
+                        bool want_reply) {
+    uint8_t* buf;
+    size_t len;
+
+    if (codec_pack_envelope(env, &buf, &len) != 0) {
+        return;
+    }
+    if (transport_send(n->tr, peer, channel, buf, len, cookie, want_reply) !=
+            0 &&
+        want_reply) {
+        /* Tell the waiting side at once instead of at its deadline. */
+        struct transport_event* ev = calloc(1, sizeof(*ev));
+        if (ev != NULL) {
+            ev->type = TRANSPORT_EV_FAILED;
+            ev->peer = peer;
+            ev->channel = channel;
+            ev->cookie = cookie;
+            ev->error = -1;
+            pthread_mutex_lock(&n->mu);
+            if (n->ev_count < NODE_EVENT_QUEUE_MAX) {
+                n->events[(n->ev_head + n->ev_count) % NODE_EVENT_QUEUE_MAX] =
+                    ev;
+                n->ev_count++;
+                ev = NULL;
+            }
+            pthread_mutex_unlock(&n->mu);
+            free(ev);
+        }
+    }
+    free(buf);
+}
+
+static void reply_envelope(struct transport_server_ctx* reply,
+                           Skein__Envelope* env) {
+    if (reply != NULL) {
+        transport_reply(reply, env);
+    }
+}
+
+void node_reply_client(struct transport_server_ctx* reply,
+                       Skein__ClientResponse* resp) {
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    env.body_case = SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE;
+    env.client_response = resp;
+    reply_envelope(reply, &env);
+}
+
+void node_reply_admin(struct transport_server_ctx* reply,
+                      Skein__AdminResponse* resp) {
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    env.body_case = SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE;
+    env.admin_response = resp;
+    reply_envelope(reply, &env);
+}
+
+void node_fill_leader_hint(struct node* n, Skein__ClientResponse* resp) {
+    raft_node_id leader = raft_leader(n->raft);
+    struct node_peer* p;
+
+    if (leader == 0) {
+        return;
+    }
+    resp->has_leader_hint = 1;
+    resp->leader_hint = codec_node_id(leader);
+    if (resp->leader_hint == n->cfg.id) {
+        resp->leader_url = n->cfg.listen_url;
+        resp->leader_http_address = n->cfg.http_addr;
+        return;
+    }
+    p = node_peer_of(n, resp->leader_hint);
+    if (p != NULL) {
+        resp->leader_url = p->url;
+        resp->leader_address = p->http;
+        resp->leader_http_address = p->http;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The event queue (nng threads -> loop)                               */
+
+static void node_deliver(void* arg, struct transport_event* ev) {
+    struct node* n = arg;
+
+    pthread_mutex_lock(&n->mu);
+    if (n->ev_count == NODE_EVENT_QUEUE_MAX) {
+        n->events_dropped++;
+        pthread_mutex_unlock(&n->mu);
+        if (ev->reply != NULL) {
+            transport_reply(ev->reply, NULL);
+        }
+        transport_event_free(ev);
+        return;
+    }
+    n->events[(n->ev_head + n->ev_count) % NODE_EVENT_QUEUE_MAX] = ev;
+    n->ev_count++;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+
+static void handle_raft_message(struct node* n, struct transport_event* ev) {
+    struct codec_raft cr;
+    struct raft_event rev;
+    const char* why = NULL;
+    struct node_peer* p;
+
+    if (codec_to_raft(ev->env, &cr, &why) != 0) {
+        return; /* malformed: dropped (counted by the core as EINVAL) */
+    }
+    ev->env = NULL; /* now owned by cr */
+    p = node_peer_of(n, codec_node_id(cr.msg.from));
+    if (p != NULL) {
+        p->last_ok_ms = node_now_ms();
+    }
+    memset(&rev, 0, sizeof(rev));
+    rev.type = RAFT_EVENT_RECEIVE;
+    rev.message = &cr.msg;
+    (void)raft_step(n->raft, &rev);
+    codec_raft_free(&cr);
+}
+
+static void handle_reply(struct node* n, struct transport_event* ev) {
+    struct node_peer* p = node_peer_of(n, ev->peer);
+
+    if (p != NULL && ev->type == TRANSPORT_EV_REPLY) {
+        p->last_rtt_us = ev->rtt_us;
+        p->consecutive_failures = 0;
+        p->last_ok_ms = node_now_ms();
+    }
+    if (ev->type == TRANSPORT_EV_FAILED && p != NULL) {
+        p->consecutive_failures++;
+        if (ev->channel == TRANSPORT_RAFT) {
+            struct raft_event rev;
+            memset(&rev, 0, sizeof(rev));
+            rev.type = RAFT_EVENT_UNREACHABLE;
+            rev.peer = codec_core_id(ev->peer);
+            (void)raft_step(n->raft, &rev);
+        }
+    }
+    if (ev->channel != TRANSPORT_BULK) {
+        return;
+    }
+    if (ev->cookie & (1ULL << 63)) {
+        node_snapshot_on_reply(n, ev);
+    } else {
+        node_handle_forward_reply(n, ev);
+    }
+}
+
+static void handle_event(struct node* n, struct transport_event* ev) {
+    if (ev->type != TRANSPORT_EV_REQUEST) {
+        handle_reply(n, ev);
+        return;
+    }
+    if (ev->env == NULL) {
+        return;
+    }
+    switch (ev->env->body_case) {
+        case SKEIN__ENVELOPE__BODY_CLIENT_REQUEST:
+            node_handle_client(n, ev);
+            break;
+        case SKEIN__ENVELOPE__BODY_ADMIN_REQUEST:
+            node_handle_admin(n, ev);
+            break;
+        case SKEIN__ENVELOPE__BODY_INSTALL_SNAPSHOT:
+            node_snapshot_on_chunk(n, ev);
+            break;
+        default:
+            if (codec_is_raft_body(ev->env)) {
+                handle_raft_message(n, ev);
+            } else if (ev->reply != NULL) {
+                transport_reply(ev->reply, NULL);
+                ev->reply = NULL;
+            }
+            break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Ready batches                                                       */
+
+static void send_messages(struct node* n, const struct raft_ready* rd) {
+    for (size_t i = 0; i < rd->n_messages; i++) {
+        const struct raft_message* m = &rd->messages[i];
+        uint8_t* buf;
+        size_t len;
+        if (m->type == RAFT_MSG_SNAPSHOT) {
+            node_snapshot_start_send(n, m);
+            continue;
+        }
+        if (codec_pack_raft(m, n->cfg.cluster_id, &buf, &len) != 0) {
+            continue;
+        }
+        (void)transport_send(n->tr, codec_node_id(m->to), TRANSPORT_RAFT, buf,
+                             len, 0, false);
+        free(buf);
+    }
+}
+
+/* Writes the entries and syncs; returns 0 and the durable position. */
+static int persist(struct node* n,
+                   const struct raft_ready* rd,
+                   raft_index* durable,
+                   raft_term* durable_term) {
+    uint64_t t0;
+    int rv = RAFT_OK;
+
+    if (rd->hard_state_changed) {
+        rv = n->store.ops->save_hard_state(n->store.ctx, &rd->hard_state);
+    }
+    if (rv == RAFT_OK && rd->n_entries > 0) {
+        rv = n->store.ops->append(n->store.ctx, rd->entries, rd->n_entries);
+    }
+    if (rv != RAFT_OK) {
+        return rv;
+    }
+    t0 = now_us();
+    rv = n->store.ops->sync(n->store.ctx, durable, durable_term);
+    if (rv == RAFT_OK) {
+        uint64_t us = now_us() - t0;
+        n->counters.fsync_count++;
+        n->counters.fsync_us_sum += us;
+        if (us > n->counters.fsync_us_max) {
+            n->counters.fsync_us_max = us;
+        }
+    }
+    return rv;
+}
+
+static void fatal(struct node* n, const char* what, int rv) {
+    fprintf(stderr,
+            "skein-node %llu: %s failed (%d: %s): stopping rather than "
+            "running on state that is not durable\n",
+            (unsigned long long)n->cfg.id, what, rv, store_lmdb_errmsg(n->log));
+    abort();
+}
+
+static void apply_committed(struct node* n, const struct raft_ready* rd) {
+    struct kv_result* results;
+    int rv;
+
+    if (rd->n_committed == 0) {
+        return;
+    }
+    results = calloc(rd->n_committed, sizeof(*results));
+    if (results == NULL) {
+        fatal(n, "allocating apply results", ENOMEM);
+    }
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        if (rd->committed[i].type == RAFT_ENTRY_CONF) {
+            node_learn_addresses(n, rd->committed[i].data,
+                                 rd->committed[i].len);
+        }
+    }
+    rv = kv_apply_batch(n->kv, rd->committed, rd->n_committed, results);
+    if (rv != STORE_OK) {
+        fatal(n, "applying committed entries", rv);
+    }
+    node_apply_results(n, rd->committed, results, rd->n_committed);
+    free(results);
+}
+
+static void process_ready(struct node* n) {
+    for (int rounds = 0; rounds < 16 && raft_has_ready(n->raft); rounds++) {
+        struct raft_ready rd;
+        raft_index durable = 0;
+        raft_term durable_term = 0;
+        bool wrote;
+        int rv;
+
+        raft_ready(n->raft, &rd);
+        if (rd.snapshot != NULL && node_snapshot_install(n, rd.snapshot) != 0) {
+            fatal(n, "installing a snapshot", -1);
+        }
+        wrote = rd.hard_state_changed || rd.n_entries > 0;
+        if (rd.must_sync || rd.snapshot != NULL) {
+            rv = wrote ? persist(n, &rd, &durable, &durable_term) : RAFT_OK;
+            if (rv != RAFT_OK) {
+                fatal(n, "persisting the log", rv);
+            }
+            send_messages(n, &rd);
+        } else {
+            /* The leader's entries may leave before its own fsync: its
+             * match counts only once PERSISTED is stepped (raft.h). */
+            send_messages(n, &rd);
+            rv = wrote ? persist(n, &rd, &durable, &durable_term) : RAFT_OK;
+            if (rv != RAFT_OK) {
+                fatal(n, "persisting the log", rv);
+            }
+        }
+        apply_committed(n, &rd);
+        node_read_states(n, rd.reads, rd.n_reads);
+        raft_advance(n->raft);
+        node_snapshot_after_ready(n);
+        if (rd.n_entries > 0 && durable > 0) {
+            struct raft_event ev;
+            memset(&ev, 0, sizeof(ev));
+            ev.type = RAFT_EVENT_PERSISTED;
+            ev.index = durable;
+            ev.term = durable_term;
+            (void)raft_step(n->raft, &ev);
+        }
+        node_serve_reads(n);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Loop                                                                */
+
+static void begin_stop(struct node* n) {
+    struct raft_progress_info prs[RAFT_MAX_NODES];
+    size_t count;
+    raft_node_id best = 0;
+    raft_index best_match = 0;
+
+    n->stopping = true;
+    n->stop_deadline_ms = node_now_ms() + 2000;
+    if (raft_role(n->raft) != RAFT_LEADER) {
+        return;
+    }
+    /* Hand leadership to the most up-to-date voter so the cluster does
+     * not wait an election timeout for us. */
+    count = raft_progress(n->raft, prs, RAFT_MAX_NODES);
+    for (size_t i = 0; i < count; i++) {
+        if (prs[i].id == raft_id(n->raft) || prs[i].role != RAFT_VOTER ||
+            !prs[i].recent_active) {
+            continue;
+        }
+        if (best == 0 || prs[i].match > best_match) {
+            best = prs[i].id;
+            best_match = prs[i].match;
+        }
+    }
+    if (best != 0) {
+        (void)raft_transfer_leader(n->raft, best);
+    }
+}
+
+static void tick(struct node* n) {
+    struct raft_event ev;
+    uint64_t now = node_now_ms();
+
+    if (now < n->tick_due_ms) {
+        return;
+    }
+    if (now - n->tick_due_ms > 10u * n->cfg.tick_ms) {
+        n->tick_due_ms = now; /* we were stalled: do not replay ticks */
+    }
+    while (n->tick_due_ms <= now) {
+        memset(&ev, 0, sizeof(ev));
+        ev.type = RAFT_EVENT_TICK;
+        (void)raft_step(n->raft, &ev);
+        n->tick_due_ms += n->cfg.tick_ms;
+    }
+    node_expire_requests(n);
+    node_maybe_promote(n);
+    node_maybe_compact(n);
+}
+
+static size_t take_events(struct node* n,
+                          struct transport_event** batch,
+                          size_t cap,
+                          bool* stop) {
+    size_t count = 0;
+
+    pthread_mutex_lock(&n->mu);
+    while (n->ev_count == 0 && !n->stop_requested) {
+        uint64_t now = node_now_ms();
+        struct timespec ts;
+        if (now >= n->tick_due_ms) {
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        {
+            uint64_t wait_ns = (n->tick_due_ms - now) * 1000000u;
+            ts.tv_sec += (time_t)(wait_ns / 1000000000u);
+            ts.tv_nsec += (long)(wait_ns % 1000000000u);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+        }
+        pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+    }
+    while (n->ev_count > 0 && count < cap) {
+        batch[count++] = n->events[n->ev_head];
+        n->ev_head = (n->ev_head + 1) % NODE_EVENT_QUEUE_MAX;
+        n->ev_count--;
+    }
+    *stop = n->stop_requested;
+    pthread_mutex_unlock(&n->mu);
+    return count;
+}
+
+static void* node_loop(void* arg) {
+    struct node* n = arg;
+    size_t cap = 4096;
+    struct transport_event** batch = calloc(cap, sizeof(*batch));
+
+    n->tick_due_ms = node_now_ms() + n->cfg.tick_ms;
+    while (batch != NULL) {
+        bool stop = false;
+        size_t count = take_events(n, batch, cap, &stop);
+        for (size_t i = 0; i < count; i++) {
+            handle_event(n, batch[i]);
+            transport_event_free(batch[i]);
+        }
+        tick(n);
+        process_ready(n);
+        if (n->was_leader && raft_role(n->raft) != RAFT_LEADER) {
+            node_fail_writes(n, SKEIN__CLIENT_RESPONSE__STATUS__UNKNOWN_OUTCOME,
+                             "leadership lost before the write committed");
+        }
+        n->was_leader = raft_role(n->raft) == RAFT_LEADER;
+        if (stop && !n->stopping) {
+            begin_stop(n);
+            process_ready(n);
+        }
+        if (n->stopping && (raft_role(n->raft) != RAFT_LEADER ||
+                            node_now_ms() >= n->stop_deadline_ms)) {
+            break;
+        }
+    }
+    free(batch);
+    node_fail_all(n);
+    (void)kv_sync(n->kv);
+    {
+        raft_index d;
+        raft_term t;
+        (void)n->store.ops->sync(n->store.ctx, &d, &t);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Start and stop                                                      */
+
+static void bootstrap_conf(const struct node_config* cfg,
+                           struct raft_conf* conf) {
+    memset(conf, 0, sizeof(*conf));
+    if (cfg->join) {
+        return; /* learns its conf from the leader */
+    }
+    conf->ids[conf->count] = codec_core_id(cfg->id);
+    conf->roles[conf->count++] = RAFT_VOTER;
+    for (uint32_t i = 0; i < cfg->n_peers && conf->count < RAFT_MAX_NODES;
+         i++) {
+        conf->ids[conf->count] = codec_core_id(cfg->peers[i].id);
+        conf->roles[conf->count++] = RAFT_VOTER;
+    }
+}
+
+static int open_stores(struct node* n,
+                       struct store_recovery* rec,
+                       char* errbuf,
+                       size_t errlen) {
+    char dir[NODE_URL_MAX + 16];
+    char msg[STORE_ERRMSG_SIZE] = "";
+    struct store_lmdb_options lo;
+    struct kv_options ko;
+    struct raft_conf boot;
+    int rv;
+
+    memset(&lo, 0, sizeof(lo));
+    memset(&ko, 0, sizeof(ko));
+    lo.map_size = ko.map_size = n->cfg.map_size;
+    lo.durability = ko.durability = n->cfg.durability;
+    snprintf(dir, sizeof(dir), "%s/log", n->cfg.data_dir);
+    if (mkdir_p(dir) != 0 ||
+        (rv = store_lmdb_open(dir, &lo, &n->log, msg)) != STORE_OK) {
+        snprintf(errbuf, errlen, "log store %s: %s", dir,
+                 msg[0] ? msg : strerror(errno));
+        return -1;
+    }
+    snprintf(dir, sizeof(dir), "%s/state", n->cfg.data_dir);
+    if (mkdir_p(dir) != 0 ||
+        (rv = kv_open(dir, &ko, &n->kv, msg)) != STORE_OK) {
+        snprintf(errbuf, errlen, "state store %s: %s", dir,
+                 msg[0] ? msg : strerror(errno));
+        return -1;
+    }
+    bootstrap_conf(&n->cfg, &boot);
+    if (store_recover(n->log, n->kv, &boot, rec, msg) != STORE_OK) {
+        snprintf(errbuf, errlen, "recovery: %s", msg);
+        return -1;
+    }
+    if (rec->replay_to >= rec->replay_from) {
+        if (store_replay(n->log, n->kv, rec->replay_to, 4u << 20, msg) !=
+            STORE_OK) {
+            snprintf(errbuf, errlen, "replaying the log: %s", msg);
+            return -1;
+        }
+        rec->start.applied = kv_applied_index(n->kv);
+    }
+    store_lmdb_store(n->log, &n->store);
+    n->store.ops->storage(n->store.ctx, &n->view);
+    return 0;
+}
+
+static int start_raft(struct node* n,
+                      const struct store_recovery* rec,
+                      char* errbuf,
+                      size_t errlen) {
+    struct raft_config rc;
+    int rv;
+
+    raft_config_default(&rc, codec_core_id(n->cfg.id));
+    rc.election_ticks = n->cfg.election_ticks;
+    rc.heartbeat_ticks = n->cfg.heartbeat_ticks;
+    rc.seed = node_wall_ms() ^ ((uint64_t)getpid() << 20) ^ n->cfg.id;
+    rc.pre_vote = n->cfg.pre_vote;
+    rc.check_quorum = n->cfg.check_quorum;
+    rc.max_entry_bytes = KV_VALUE_MAX + 64 * 1024;
+    rc.learner_catchup_gap = 1000;
+    rv = raft_init(&rc, &n->view, &rec->start, &n->raft);
+    if (rv != RAFT_OK) {
+        snprintf(errbuf, errlen, "raft: %s", raft_strerror(rv));
+        return -1;
+    }
+    return 0;
+}
+
+/* Members added at run time are known from the last conf entry applied. */
+static void learn_stored_addresses(struct node* n) {
+    uint8_t* buf = malloc(RAFT_CONF_ENCODED_MAX + RAFT_CONF_CONTEXT_MAX);
+    size_t len = 0;
+    raft_index conf_index = 0;
+
+    if (buf != NULL &&
+        kv_conf(n->kv, buf, RAFT_CONF_ENCODED_MAX + RAFT_CONF_CONTEXT_MAX, &len,
+                &conf_index) == STORE_OK &&
+        len > 0) {
+        node_learn_addresses(n, buf, len);
+    }
+    free(buf);
+}
+
+int node_start(const struct node_config* cfg,
+               struct node** out,
+               char* errbuf,
+               size_t errlen) {
+    struct node* n = calloc(1, sizeof(*n));
+    struct store_recovery rec;
+    struct transport_config tc;
+
+    *out = NULL;
+    if (n == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    n->cfg = *cfg;
+    n->start_ms = node_now_ms();
+    n->upload_fd = -1;
+    n->rng = node_wall_ms() ^ cfg->id;
+    snprintf(n->inproc_url, sizeof(n->inproc_url), "inproc://skein-%llu",
+             (unsigned long long)cfg->id);
+    snprintf(n->snap_dir, sizeof(n->snap_dir), "%s/snapshots", cfg->data_dir);
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cv, NULL);
+    n->events = calloc(NODE_EVENT_QUEUE_MAX, sizeof(*n->events));
+    n->writes = calloc(NODE_PENDING_MAX, sizeof(*n->writes));
+    n->reads = calloc(NODE_PENDING_MAX, sizeof(*n->reads));
+    n->forwards = calloc(NODE_PENDING_MAX, sizeof(*n->forwards));
+    if (n->events == NULL || n->writes == NULL || n->reads == NULL ||
+        n->forwards == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        node_join(n);
+        return -1;
+    }
+    if (mkdir_p(n->snap_dir) != 0) {
+        snprintf(errbuf, errlen, "data directory %s: %s", n->snap_dir,
+                 strerror(errno));
+        node_join(n);
+        return -1;
+    }
+    if (open_stores(n, &rec, errbuf, errlen) != 0 ||
+        start_raft(n, &rec, errbuf, errlen) != 0) {
+        node_join(n);
+        return -1;
+    }
+    memset(&tc, 0, sizeof(tc));
+    tc.cluster_id = cfg->cluster_id;
+    tc.listen_url = cfg->listen_url;
+    tc.inproc_url = n->inproc_url;
+    tc.recv_max_bytes = 64u << 20;
+    tc.server_contexts = 512;
+    tc.raft_timeout_ms = 1000;
+    tc.bulk_timeout_ms = cfg->write_timeout_ms + 1000;
+    tc.deliver = node_deliver;
+    tc.deliver_arg = n;
+    if (transport_start(&tc, &n->tr, errbuf, errlen) != 0) {
+        node_join(n);
+        return -1;
+    }
+    for (uint32_t i = 0; i < cfg->n_peers; i++) {
+        node_add_peer(n, cfg->peers[i].id, cfg->peers[i].url,
+                      cfg->peers[i].http);
+    }
+    learn_stored_addresses(n);
+    if (pthread_create(&n->thread, NULL, node_loop, n) != 0) {
+        snprintf(errbuf, errlen, "cannot start the node thread");
+        node_join(n);
+        return -1;
+    }
+    n->thread_started = true;
+    *out = n;
+    return 0;
+}
+
+void node_request_stop(struct node* n) {
+    pthread_mutex_lock(&n->mu);
+    n->stop_requested = true;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+void node_join(struct node* n) {
+    if (n == NULL) {
+        return;
+    }
+    if (n->thread_started) {
+        pthread_join(n->thread, NULL);
+    }
+    /* The transport goes first: after it, no callback can queue. */
+    transport_stop(n->tr);
+    while (n->events != NULL && n->ev_count > 0) {
+        struct transport_event* ev = n->events[n->ev_head];
+        n->ev_head = (n->ev_head + 1) % NODE_EVENT_QUEUE_MAX;
+        n->ev_count--;
+        transport_event_free(ev);
+    }
+    node_snapshot_close_all(n);
+    raft_close(n->raft);
+    if (n->kv != NULL) {
+        kv_close(n->kv);
+    }
+    if (n->log != NULL) {
+        store_lmdb_close(n->log);
+    }
+    free(n->events);
+    free(n->writes);
+    free(n->reads);
+    free(n->forwards);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+    free(n);
+}
+
+const char* node_inproc_url(const struct node* n) {
+    return n->inproc_url;
+}

@@ -1,0 +1,659 @@
+/*
+ * node_client.c - client requests: writes proposed (or forwarded to the
+ * leader), reads served at the right consistency, answers built from the
+ * state machine's results.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#include "codec.h"
+#include "node_internal.h"
+
+#define ST(x) SKEIN__CLIENT_RESPONSE__STATUS__##x
+
+/* ------------------------------------------------------------------ */
+/* Answers                                                             */
+
+static void reply_status(struct node* n,
+                         struct transport_server_ctx* reply,
+                         const char* request_id,
+                         int status,
+                         const char* error) {
+    Skein__ClientResponse resp = SKEIN__CLIENT_RESPONSE__INIT;
+
+    resp.has_status = 1;
+    resp.status = (Skein__ClientResponse__Status)status;
+    resp.request_id = (char*)request_id;
+    resp.error = (char*)error;
+    if (status == ST(NOT_LEADER) || status == ST(NO_QUORUM) ||
+        status == ST(UNKNOWN_OUTCOME)) {
+        node_fill_leader_hint(n, &resp);
+    }
+    node_reply_client(reply, &resp);
+}
+
+/* A KVEntry message whose strings are NUL-terminated copies. */
+struct entry_msg {
+    Skein__KVEntry msg;
+    char* id;
+    char* key;
+    char* value;
+};
+
+static char* dup_len(const char* s, size_t len) {
+    char* d = malloc(len + 1);
+    if (d != NULL) {
+        if (len > 0) {
+            memcpy(d, s, len);
+        }
+        d[len] = '\0';
+    }
+    return d;
+}
+
+static int entry_msg_init(struct entry_msg* em, const struct kv_entry* e) {
+    skein__kventry__init(&em->msg);
+    em->id = dup_len(e->id, e->id_len);
+    em->key = dup_len(e->key, e->key_len);
+    em->value = dup_len(e->value, e->value_len);
+    if (em->id == NULL || em->key == NULL || em->value == NULL) {
+        free(em->id);
+        free(em->key);
+        free(em->value);
+        return -1;
+    }
+    em->msg.id = em->id;
+    em->msg.key = em->key;
+    em->msg.value = em->value;
+    em->msg.has_seq = 1;
+    em->msg.seq = e->seq;
+    em->msg.has_source_node = 1;
+    em->msg.source_node = e->source_node;
+    em->msg.has_created_at = 1;
+    em->msg.created_at = e->created_at;
+    return 0;
+}
+
+static void entry_msg_free(struct entry_msg* em) {
+    free(em->id);
+    free(em->key);
+    free(em->value);
+}
+
+static int status_of(uint32_t kv_status) {
+    switch (kv_status) {
+        case KV_STATUS_OK:
+            return ST(OK);
+        case KV_STATUS_NOT_FOUND:
+            return ST(NOT_FOUND);
+        case KV_STATUS_CAS_MISMATCH:
+            return ST(CAS_MISMATCH);
+        case KV_STATUS_BAD_REQUEST:
+            return ST(BAD_REQUEST);
+        default:
+            return ST(INTERNAL);
+    }
+}
+
+static void reply_result(struct transport_server_ctx* reply,
+                         const struct kv_result* r) {
+    Skein__ClientResponse resp = SKEIN__CLIENT_RESPONSE__INIT;
+    struct entry_msg em;
+    char* rid = NULL;
+    bool have_entry = false;
+
+    resp.has_status = 1;
+    resp.status = (Skein__ClientResponse__Status)status_of(r->status);
+    if (r->request_id != NULL) {
+        rid = dup_len(r->request_id, r->request_id_len);
+        resp.request_id = rid;
+    }
+    if (r->has_entry && entry_msg_init(&em, &r->entry) == 0) {
+        resp.entry = &em.msg;
+        have_entry = true;
+    }
+    if (r->status == KV_STATUS_CAS_MISMATCH) {
+        resp.has_current_seq = 1;
+        resp.current_seq = r->current_seq;
+    }
+    resp.error = (char*)r->error;
+    node_reply_client(reply, &resp);
+    if (have_entry) {
+        entry_msg_free(&em);
+    }
+    free(rid);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writes                                                              */
+
+static bool is_write(const Skein__ClientRequest* req) {
+    return req->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE ||
+           req->op_case == SKEIN__CLIENT_REQUEST__OP_UPDATE ||
+           req->op_case == SKEIN__CLIENT_REQUEST__OP_DELETE;
+}
+
+static bool str_ok(const char* s, size_t max) {
+    return s != NULL && strlen(s) <= max;
+}
+
+/* Checks what the state machine would refuse anyway, before proposing. */
+static const char* validate_write(const Skein__ClientRequest* req) {
+    if (req->request_id != NULL &&
+        strlen(req->request_id) > KV_REQUEST_ID_MAX) {
+        return "request id too long";
+    }
+    switch (req->op_case) {
+        case SKEIN__CLIENT_REQUEST__OP_CREATE:
+            if (!str_ok(req->create->key, KV_KEY_MAX)) {
+                return "key missing or longer than 256 bytes";
+            }
+            if (!str_ok(req->create->value, KV_VALUE_MAX)) {
+                return "value missing or larger than 1 MiB";
+            }
+            return NULL;
+        case SKEIN__CLIENT_REQUEST__OP_UPDATE:
+            if (!str_ok(req->update->id, KV_ID_MAX) ||
+                req->update->id[0] == '\0') {
+                return "id missing";
+            }
+            if (req->update->key != NULL &&
+                !str_ok(req->update->key, KV_KEY_MAX)) {
+                return "key longer than 256 bytes";
+            }
+            if (!str_ok(req->update->value, KV_VALUE_MAX)) {
+                return "value missing or larger than 1 MiB";
+            }
+            return NULL;
+        case SKEIN__CLIENT_REQUEST__OP_DELETE:
+            if (!str_ok(req->delete_->id, KV_ID_MAX) ||
+                req->delete_->id[0] == '\0') {
+                return "id missing";
+            }
+            return NULL;
+        default:
+            return "not a write";
+    }
+}
+
+static void forward_to_leader(struct node* n,
+                              struct transport_event* ev,
+                              const char* rid) {
+    raft_node_id leader = raft_leader(n->raft);
+    struct node_forward* f = NULL;
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+
+    if (leader == 0 || node_peer_of(n, codec_node_id(leader)) == NULL) {
+        reply_status(n, ev->reply, rid, ST(NO_QUORUM),
+                     "no leader is known: retry shortly");
+        ev->reply = NULL;
+        return;
+    }
+    for (size_t i = 0; i < NODE_PENDING_MAX; i++) {
+        if (!n->forwards[i].used) {
+            f = &n->forwards[i];
+            break;
+        }
+    }
+    if (f == NULL) {
+        reply_status(n, ev->reply, rid, ST(NO_QUORUM), "node overloaded");
+        ev->reply = NULL;
+        return;
+    }
+    f->used = true;
+    f->cookie = ++n->next_cookie & ~(1ULL << 63);
+    f->reply = ev->reply;
+    f->deadline_ms = node_now_ms() + n->cfg.write_timeout_ms;
+    n->n_forwards++;
+    ev->reply = NULL;
+    env.has_cluster_id = 1;
+    env.cluster_id = n->cfg.cluster_id;
+    env.has_from = 1;
+    env.from = n->cfg.id;
+    env.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
+    env.client_request = ev->env->client_request;
+    node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
+                       f->cookie, true);
+}
+
+void node_handle_forward_reply(struct node* n, struct transport_event* ev) {
+    for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
+        struct node_forward* f = &n->forwards[i];
+        if (!f->used || f->cookie != ev->cookie) {
+            continue;
+        }
+        if (ev->type == TRANSPORT_EV_REPLY && ev->env != NULL &&
+            ev->env->body_case == SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE) {
+            transport_reply(f->reply, ev->env);
+        } else {
+            /* It may have reached the leader: only a retry with the same
+             * request id can tell. */
+            reply_status(n, f->reply, NULL, ST(UNKNOWN_OUTCOME),
+                         "the leader did not answer the forwarded write");
+        }
+        f->used = false;
+        n->n_forwards--;
+        return;
+    }
+}
+
+/* Builds the Command for a write, filling what the node chooses. */
+static int build_command(struct node* n,
+                         Skein__ClientRequest* req,
+                         uint8_t** out,
+                         size_t* len,
+                         char* id_buf) {
+    Skein__Command cmd = SKEIN__COMMAND__INIT;
+
+    cmd.request_id = req->request_id;
+    switch (req->op_case) {
+        case SKEIN__CLIENT_REQUEST__OP_CREATE: {
+            uuid_t u;
+            uuid_generate(u);
+            uuid_unparse_lower(u, id_buf);
+            req->create->id = id_buf;
+            req->create->has_source_node = 1;
+            req->create->source_node = n->cfg.id;
+            req->create->has_created_at = 1;
+            req->create->created_at = (int64_t)node_wall_ms();
+            cmd.op_case = SKEIN__COMMAND__OP_CREATE;
+            cmd.create = req->create;
+            break;
+        }
+        case SKEIN__CLIENT_REQUEST__OP_UPDATE:
+            cmd.op_case = SKEIN__COMMAND__OP_UPDATE;
+            cmd.update = req->update;
+            break;
+        default:
+            cmd.op_case = SKEIN__COMMAND__OP_DELETE;
+            cmd.delete_ = req->delete_;
+            break;
+    }
+    *len = skein__command__get_packed_size(&cmd);
+    *out = malloc(*len > 0 ? *len : 1);
+    if (*out == NULL) {
+        return -1;
+    }
+    skein__command__pack(&cmd, *out);
+    return 0;
+}
+
+static void propose_write(struct node* n, struct transport_event* ev) {
+    Skein__ClientRequest* req = ev->env->client_request;
+    char id_buf[40];
+    uint8_t* data = NULL;
+    size_t len = 0;
+    raft_index index;
+    raft_term term;
+    const uint8_t* datas[1];
+    uint32_t lens[1];
+    int rv;
+
+    if (n->w_count == NODE_PENDING_MAX) {
+        reply_status(n, ev->reply, req->request_id, ST(NO_QUORUM),
+                     "too many writes in flight");
+        ev->reply = NULL;
+        return;
+    }
+    if (build_command(n, req, &data, &len, id_buf) != 0) {
+        reply_status(n, ev->reply, req->request_id, ST(INTERNAL),
+                     "out of memory");
+        ev->reply = NULL;
+        return;
+    }
+    if (req->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE) {
+        req->create->id = NULL; /* id_buf is ours, not the envelope's */
+    }
+    datas[0] = data;
+    lens[0] = (uint32_t)len;
+    rv =
+        raft_propose(n->raft, RAFT_ENTRY_NORMAL, datas, lens, 1, &index, &term);
+    free(data);
+    if (rv != RAFT_OK) {
+        reply_status(n, ev->reply, req->request_id,
+                     rv == RAFT_ETOOBIG ? ST(BAD_REQUEST)
+                     : rv == RAFT_ENOTLEADER || rv == RAFT_ETRANSFER
+                         ? ST(NOT_LEADER)
+                         : ST(NO_QUORUM),
+                     raft_strerror(rv));
+        ev->reply = NULL;
+        return;
+    }
+    {
+        struct node_write* w =
+            &n->writes[(n->w_head + n->w_count) % NODE_PENDING_MAX];
+        w->index = index;
+        w->term = term;
+        w->reply = ev->reply;
+        w->deadline_ms = node_now_ms() + n->cfg.write_timeout_ms;
+        n->w_count++;
+        n->counters.proposals++;
+    }
+    ev->reply = NULL;
+}
+
+void node_apply_results(struct node* n,
+                        const struct raft_entry* entries,
+                        const struct kv_result* results,
+                        size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        while (n->w_count > 0) {
+            struct node_write* w = &n->writes[n->w_head];
+            if (w->index > entries[i].index) {
+                break;
+            }
+            if (w->index == entries[i].index && w->term == entries[i].term) {
+                reply_result(w->reply, &results[i]);
+            } else if (w->index == entries[i].index) {
+                /* Another leader's entry took the slot: ours is gone. */
+                reply_status(n, w->reply, NULL, ST(NOT_LEADER),
+                             "the write was superseded by a new leader");
+            } else {
+                reply_status(n, w->reply, NULL, ST(UNKNOWN_OUTCOME),
+                             "the write's log position was skipped");
+            }
+            n->w_head = (n->w_head + 1) % NODE_PENDING_MAX;
+            n->w_count--;
+        }
+    }
+}
+
+void node_fail_writes(struct node* n, int status, const char* why) {
+    while (n->w_count > 0) {
+        struct node_write* w = &n->writes[n->w_head];
+        reply_status(n, w->reply, NULL, status, why);
+        n->w_head = (n->w_head + 1) % NODE_PENDING_MAX;
+        n->w_count--;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Reads                                                               */
+
+static void serve_read(struct node* n,
+                       struct transport_server_ctx* reply,
+                       const Skein__ClientRequest* req) {
+    Skein__ClientResponse resp = SKEIN__CLIENT_RESPONSE__INIT;
+    struct kv_buf buf = {0};
+    struct kv_entry one;
+    struct entry_msg em;
+    struct entry_msg* ems = NULL;
+    Skein__KVEntry** ptrs = NULL;
+    size_t n_entries = 0;
+    char* rid_copy = NULL;
+    int rv = STORE_OK;
+
+    resp.has_status = 1;
+    resp.status = ST(OK);
+    resp.request_id = req->request_id;
+    switch (req->op_case) {
+        case SKEIN__CLIENT_REQUEST__OP_GET:
+            if (req->get->id == NULL) {
+                resp.status = ST(BAD_REQUEST);
+                resp.error = (char*)"id missing";
+                break;
+            }
+            rv = kv_get(n->kv, req->get->id, strlen(req->get->id), &buf, &one);
+            if (rv == STORE_ENOTFOUND) {
+                resp.status = ST(NOT_FOUND);
+                resp.error = (char*)"no entry with that id";
+                rv = STORE_OK;
+            } else if (rv == STORE_OK && entry_msg_init(&em, &one) == 0) {
+                resp.entry = &em.msg;
+                n_entries = 1;
+            }
+            break;
+        case SKEIN__CLIENT_REQUEST__OP_LIST: {
+            struct kv_list_query q;
+            struct kv_entry* out;
+            size_t cap = req->list->has_limit && req->list->limit > 0
+                             ? req->list->limit
+                             : KV_LIST_DEFAULT;
+            bool truncated = false;
+            size_t got = 0;
+            if (cap > KV_LIST_MAX) {
+                cap = KV_LIST_MAX;
+            }
+            memset(&q, 0, sizeof(q));
+            q.key = req->list->key;
+            q.key_len = req->list->key ? (uint32_t)strlen(req->list->key) : 0;
+            q.after = req->list->after;
+            q.after_len =
+                req->list->after ? (uint32_t)strlen(req->list->after) : 0;
+            q.limit = (uint32_t)cap;
+            out = calloc(cap, sizeof(*out));
+            ems = calloc(cap, sizeof(*ems));
+            ptrs = calloc(cap, sizeof(*ptrs));
+            if (out == NULL || ems == NULL || ptrs == NULL) {
+                free(out);
+                rv = STORE_ENOMEM;
+                break;
+            }
+            rv = kv_list(n->kv, &q, &buf, out, cap, &got, &truncated);
+            for (size_t i = 0; rv == STORE_OK && i < got; i++) {
+                if (entry_msg_init(&ems[n_entries], &out[i]) == 0) {
+                    ptrs[n_entries] = &ems[n_entries].msg;
+                    n_entries++;
+                }
+            }
+            free(out);
+            resp.entries = ptrs;
+            resp.n_entries = n_entries;
+            resp.has_truncated = 1;
+            resp.truncated = truncated;
+            break;
+        }
+        case SKEIN__CLIENT_REQUEST__OP_COUNT:
+            resp.has_count = 1;
+            rv = kv_count(n->kv, &resp.count);
+            break;
+        case SKEIN__CLIENT_REQUEST__OP_RANDOM_ID: {
+            const char* id = NULL;
+            size_t id_len = 0;
+            n->rng = n->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+            rv = kv_random_id(n->kv, n->rng >> 11, &buf, &id, &id_len);
+            if (rv == STORE_ENOTFOUND) {
+                resp.status = ST(NOT_FOUND);
+                resp.error = (char*)"the store is empty";
+                rv = STORE_OK;
+            } else if (rv == STORE_OK) {
+                rid_copy = dup_len(id, id_len);
+                resp.id = rid_copy;
+            }
+            break;
+        }
+        default:
+            resp.status = ST(BAD_REQUEST);
+            resp.error = (char*)"unknown operation";
+            break;
+    }
+    if (rv != STORE_OK) {
+        resp.status = ST(INTERNAL);
+        resp.error = (char*)"the state store failed to read";
+    }
+    n->counters.reads++;
+    node_reply_client(reply, &resp);
+    if (req->op_case == SKEIN__CLIENT_REQUEST__OP_GET && resp.entry != NULL) {
+        entry_msg_free(&em);
+    }
+    for (size_t i = 0; ems != NULL && i < n_entries; i++) {
+        entry_msg_free(&ems[i]);
+    }
+    free(ems);
+    free(ptrs);
+    free(rid_copy);
+    free(buf.data);
+}
+
+static void start_read(struct node* n, struct transport_event* ev) {
+    Skein__ClientRequest* req = ev->env->client_request;
+    struct node_read* rd;
+    int rv;
+
+    if (req->consistency == SKEIN__CLIENT_REQUEST__CONSISTENCY__STALE ||
+        (req->consistency == SKEIN__CLIENT_REQUEST__CONSISTENCY__LEASE &&
+         raft_lease_valid(n->raft) &&
+         kv_applied_index(n->kv) >= raft_commit_index(n->raft))) {
+        serve_read(n, ev->reply, req);
+        ev->reply = NULL;
+        return;
+    }
+    if (n->r_count == NODE_PENDING_MAX) {
+        reply_status(n, ev->reply, req->request_id, ST(NO_QUORUM),
+                     "too many reads in flight");
+        ev->reply = NULL;
+        return;
+    }
+    rv = raft_read_index(n->raft, ++n->next_read_ctx);
+    if (rv != RAFT_OK) {
+        reply_status(n, ev->reply, req->request_id, ST(NO_QUORUM),
+                     rv == RAFT_ENOLEADER ? "no leader is known: retry shortly"
+                                          : raft_strerror(rv));
+        ev->reply = NULL;
+        return;
+    }
+    rd = &n->reads[(n->r_head + n->r_count) % NODE_PENDING_MAX];
+    memset(rd, 0, sizeof(*rd));
+    rd->context = n->next_read_ctx;
+    rd->env = ev->env;
+    rd->reply = ev->reply;
+    rd->deadline_ms = node_now_ms() + n->cfg.read_timeout_ms;
+    n->r_count++;
+    ev->env = NULL;
+    ev->reply = NULL;
+}
+
+static void finish_read(struct node* n, struct node_read* rd, int status) {
+    if (status == ST(OK)) {
+        serve_read(n, rd->reply, rd->env->client_request);
+    } else {
+        reply_status(n, rd->reply, rd->env->client_request->request_id, status,
+                     status == ST(NOT_LEADER)
+                         ? "leadership changed before the read was confirmed"
+                         : "the read could not be confirmed in time");
+    }
+    skein__envelope__free_unpacked(rd->env, NULL);
+    rd->env = NULL;
+    rd->reply = NULL;
+}
+
+void node_read_states(struct node* n,
+                      const struct raft_read_state* states,
+                      size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        for (size_t j = 0; j < n->r_count; j++) {
+            struct node_read* rd =
+                &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
+            if (rd->env == NULL || rd->context != states[i].context) {
+                continue;
+            }
+            if (states[i].failed) {
+                finish_read(n, rd, ST(NOT_LEADER));
+            } else {
+                rd->index = states[i].index;
+                rd->known = true;
+            }
+            break;
+        }
+    }
+}
+
+void node_serve_reads(struct node* n) {
+    raft_index applied = kv_applied_index(n->kv);
+
+    for (size_t j = 0; j < n->r_count; j++) {
+        struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
+        if (rd->env != NULL && rd->known && rd->index <= applied) {
+            finish_read(n, rd, ST(OK));
+        }
+    }
+    while (n->r_count > 0 && n->reads[n->r_head].env == NULL) {
+        n->r_head = (n->r_head + 1) % NODE_PENDING_MAX;
+        n->r_count--;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Deadlines and shutdown                                              */
+
+void node_expire_requests(struct node* n) {
+    uint64_t now = node_now_ms();
+
+    while (n->w_count > 0 && n->writes[n->w_head].deadline_ms <= now) {
+        reply_status(n, n->writes[n->w_head].reply, NULL, ST(UNKNOWN_OUTCOME),
+                     "the write was not confirmed before its deadline");
+        n->w_head = (n->w_head + 1) % NODE_PENDING_MAX;
+        n->w_count--;
+    }
+    for (size_t j = 0; j < n->r_count; j++) {
+        struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
+        if (rd->env != NULL && rd->deadline_ms <= now) {
+            finish_read(n, rd, ST(NO_QUORUM));
+        }
+    }
+    node_serve_reads(n);
+    for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
+        struct node_forward* f = &n->forwards[i];
+        if (f->used && f->deadline_ms + 1000 <= now) {
+            reply_status(n, f->reply, NULL, ST(UNKNOWN_OUTCOME),
+                         "the leader did not answer the forwarded write");
+            f->used = false;
+            n->n_forwards--;
+        }
+    }
+}
+
+void node_fail_all(struct node* n) {
+    node_fail_writes(n, ST(UNKNOWN_OUTCOME), "the node is shutting down");
+    for (size_t j = 0; j < n->r_count; j++) {
+        struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
+        if (rd->env != NULL) {
+            finish_read(n, rd, ST(NO_QUORUM));
+        }
+    }
+    n->r_count = 0;
+    for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
+        struct node_forward* f = &n->forwards[i];
+        if (f->used) {
+            reply_status(n, f->reply, NULL, ST(UNKNOWN_OUTCOME),
+                         "the node is shutting down");
+            f->used = false;
+            n->n_forwards--;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry point                                                         */
+
+void node_handle_client(struct node* n, struct transport_event* ev) {
+    Skein__ClientRequest* req = ev->env->client_request;
+    const char* why;
+
+    if (ev->reply == NULL) {
+        return;
+    }
+    if (req->op_case == SKEIN__CLIENT_REQUEST__OP__NOT_SET) {
+        reply_status(n, ev->reply, req->request_id, ST(BAD_REQUEST),
+                     "request without an operation");
+        ev->reply = NULL;
+        return;
+    }
+    if (!is_write(req)) {
+        start_read(n, ev);
+        return;
+    }
+    why = validate_write(req);
+    if (why != NULL) {
+        reply_status(n, ev->reply, req->request_id, ST(BAD_REQUEST), why);
+        ev->reply = NULL;
+        return;
+    }
+    if (raft_role(n->raft) != RAFT_LEADER) {
+        forward_to_leader(n, ev, req->request_id);
+        return;
+    }
+    propose_write(n, ev);
+}

@@ -1,0 +1,209 @@
+/*
+ * node_internal.h - state shared by the node's source files. Everything
+ * here is owned by the loop thread unless a field says otherwise.
+ */
+#ifndef SKEIN_NODE_INTERNAL_H
+#define SKEIN_NODE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "kv_snapshot.h"
+#include "kv_state.h"
+#include "node.h"
+#include "raft.h"
+#include "skein.pb-c.h"
+#include "store_lmdb.h"
+#include "transport.h"
+
+#define NODE_EVENT_QUEUE_MAX 65536 /* events waiting for the loop */
+#define NODE_PENDING_MAX     65536 /* client requests waiting at once */
+#define NODE_SNAPSHOT_CHUNK  (1024 * 1024)
+
+/* What the node knows about another member. */
+struct node_peer {
+    uint64_t id;
+    char url[NODE_URL_MAX];
+    char http[NODE_URL_MAX];
+    bool known;           /* dialled */
+    uint64_t last_rtt_us; /* last acknowledged request */
+    uint64_t consecutive_failures;
+    uint64_t last_ok_ms; /* monotonic ms of the last reply */
+    /* Outgoing snapshot. */
+    bool snap_active;
+    struct kv_snapshot_reader* snap_reader;
+    struct raft_snapshot_meta snap_meta;
+    uint64_t snap_offset;
+    uint64_t snap_started_ms;
+};
+
+/* A write proposed by this node and waiting to be applied. */
+struct node_write {
+    raft_index index;
+    raft_term term;
+    struct transport_server_ctx* reply;
+    uint64_t deadline_ms;
+    bool is_create;
+};
+
+/* A read waiting for its read index and the apply to reach it. */
+struct node_read {
+    uint64_t context;
+    raft_index index; /* valid once known */
+    bool known;
+    Skein__Envelope* env; /* owns the request */
+    struct transport_server_ctx* reply;
+    uint64_t deadline_ms;
+};
+
+/* A request forwarded to the leader, waiting for its answer. */
+struct node_forward {
+    uint64_t cookie;
+    struct transport_server_ctx* reply;
+    uint64_t deadline_ms;
+    bool used;
+};
+
+struct node_counters {
+    uint64_t fsync_count;
+    uint64_t fsync_us_sum;
+    uint64_t fsync_us_max;
+    uint64_t snapshots_created;
+    uint64_t snapshot_send_attempts;
+    uint64_t snapshot_send_successes;
+    uint64_t snapshot_send_failures;
+    uint64_t snapshots_received;
+    uint64_t snapshots_applied;
+    uint64_t proposals;
+    uint64_t reads;
+};
+
+struct node {
+    struct node_config cfg;
+    char inproc_url[NODE_URL_MAX];
+    char snap_dir[NODE_URL_MAX + 32];
+    uint64_t start_ms;
+
+    struct raft* raft;
+    struct store_lmdb* log;
+    struct store store;
+    struct raft_storage view;
+    struct kv_state* kv;
+    struct transport* tr;
+
+    /* Event queue: written by nng threads, read by the loop. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct transport_event** events;
+    size_t ev_head;
+    size_t ev_count;
+    bool stop_requested;
+    uint64_t events_dropped;
+
+    pthread_t thread;
+    bool thread_started;
+    bool stopping; /* loop saw the stop request */
+    uint64_t stop_deadline_ms;
+
+    struct node_peer peers[NODE_MAX_PEERS];
+    uint32_t n_peers;
+
+    struct node_write* writes; /* FIFO by index */
+    size_t w_head;
+    size_t w_count;
+    struct node_read* reads; /* FIFO by context */
+    size_t r_head;
+    size_t r_count;
+    uint64_t next_read_ctx;
+    struct node_forward* forwards;
+    size_t n_forwards;
+    uint64_t next_cookie;
+
+    /* Incoming snapshot. */
+    struct kv_snapshot_writer* snap_writer;
+    uint64_t snap_from;
+    raft_index snap_index;
+    struct transport_server_ctx* snap_reply; /* last chunk, after install */
+    bool snap_finished;
+    struct kv_snapshot_info snap_info;
+    Skein__InstallSnapshotChunk* snap_last_chunk; /* its metadata */
+    Skein__Envelope* snap_last_env;
+
+    /* The last snapshot made for sending, reused while new enough. */
+    char snap_cache_path[NODE_URL_MAX + 64];
+    struct kv_snapshot_info snap_cache_info;
+    bool snap_cache_valid;
+
+    /* Pinned snapshot for backups (GET /_raft/snapshot). */
+    uint64_t backup_id;
+    struct kv_snapshot_reader* backup_reader;
+    struct kv_snapshot_info backup_info;
+    uint64_t backup_used_ms;
+
+    /* Restore upload (POST /_raft/snapshot). */
+    uint64_t upload_id;
+    uint64_t upload_next;
+    int upload_fd;
+    uint64_t upload_used_ms;
+
+    bool was_leader;
+    uint64_t rng;
+    uint64_t tick_due_ms;
+    raft_index last_compaction_check;
+    bool keep_learner[NODE_MAX_PEERS]; /* ids (by peer slot) to keep */
+    struct node_counters counters;
+};
+
+/* node.c */
+uint64_t node_now_ms(void);
+uint64_t node_wall_ms(void);
+struct node_peer* node_peer_of(struct node* n, uint64_t id);
+struct node_peer* node_add_peer(struct node* n,
+                                uint64_t id,
+                                const char* url,
+                                const char* http);
+void node_send_envelope(struct node* n,
+                        uint64_t peer,
+                        int channel,
+                        const Skein__Envelope* env,
+                        uint64_t cookie,
+                        bool want_reply);
+void node_reply_client(struct transport_server_ctx* reply,
+                       Skein__ClientResponse* resp);
+void node_reply_admin(struct transport_server_ctx* reply,
+                      Skein__AdminResponse* resp);
+void node_fill_leader_hint(struct node* n, Skein__ClientResponse* resp);
+
+/* node_client.c */
+void node_handle_client(struct node* n, struct transport_event* ev);
+void node_handle_forward_reply(struct node* n, struct transport_event* ev);
+void node_apply_results(struct node* n,
+                        const struct raft_entry* entries,
+                        const struct kv_result* results,
+                        size_t count);
+void node_read_states(struct node* n,
+                      const struct raft_read_state* reads,
+                      size_t count);
+void node_serve_reads(struct node* n);
+void node_expire_requests(struct node* n);
+void node_fail_writes(struct node* n, int status, const char* why);
+void node_fail_all(struct node* n);
+
+/* node_admin.c */
+void node_learn_addresses(struct node* n, const uint8_t* data, size_t len);
+void node_handle_admin(struct node* n, struct transport_event* ev);
+void node_maybe_promote(struct node* n);
+
+/* node_snapshot.c */
+void node_snapshot_start_send(struct node* n, const struct raft_message* m);
+void node_snapshot_on_reply(struct node* n, struct transport_event* ev);
+void node_snapshot_on_chunk(struct node* n, struct transport_event* ev);
+int node_snapshot_install(struct node* n,
+                          const struct raft_snapshot_meta* meta);
+void node_snapshot_after_ready(struct node* n);
+void node_maybe_compact(struct node* n);
+void node_snapshot_close_all(struct node* n);
+void node_fill_configuration(struct node* n,
+                             const struct raft_conf* conf,
+                             Skein__Configuration* out);
+
+#endif

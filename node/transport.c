@@ -1,0 +1,695 @@
+/*
+ * transport.c - nng request/reply transport (see transport.h).
+ */
+#include "transport.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codec.h"
+
+#define TRANSPORT_MAX_PEERS 32
+#define TRANSPORT_QUEUE_MAX 1024 /* queued requests per peer channel */
+#define TRANSPORT_URL_MAX   256
+
+static const uint32_t channel_slots[TRANSPORT_CHANNELS] = {8, 64};
+
+enum slot_state { SLOT_IDLE = 0, SLOT_DELAY, SLOT_SEND, SLOT_RECV };
+enum server_state { SERVER_RECV = 0, SERVER_WAIT, SERVER_SEND };
+
+struct queued {
+    nng_msg* msg;
+    uint64_t cookie;
+    bool want_reply;
+};
+
+struct channel;
+
+struct slot {
+    struct channel* ch;
+    nng_ctx ctx;
+    nng_aio* aio;
+    int state;         /* enum slot_state */
+    nng_msg* delayed;  /* SLOT_DELAY: the message to send after the wait */
+    uint64_t cookie;   /* caller's tag for the request in this slot */
+    bool want_reply;   /* deliver the peer's reply */
+    uint64_t start_us; /* when the request was sent */
+};
+
+struct channel {
+    struct peer* peer;
+    int kind; /* enum transport_channel */
+    nng_socket sock;
+    nng_dialer dialer;
+    bool open; /* socket opened */
+    struct slot* slots;
+    uint32_t n_slots;
+    struct queued* queue; /* ring of TRANSPORT_QUEUE_MAX */
+    uint32_t q_head;
+    uint32_t q_count;
+};
+
+struct peer {
+    struct transport* t;
+    uint64_t id;
+    bool active;                 /* false once removed */
+    char url[TRANSPORT_URL_MAX]; /* where it is dialled */
+    struct channel ch[TRANSPORT_CHANNELS];
+    double fault_drop;        /* probability a request is dropped */
+    uint32_t fault_delay_ms;  /* added to each request */
+    uint32_t fault_jitter_ms; /* random extra delay */
+};
+
+struct transport_server_ctx {
+    struct transport* t;
+    nng_ctx ctx;
+    nng_aio* aio;
+    int state; /* enum server_state */
+};
+
+struct transport {
+    struct transport_config cfg;
+    char listen_url[TRANSPORT_URL_MAX];
+    char inproc_url[TRANSPORT_URL_MAX];
+    pthread_mutex_t mu; /* recursive: nng may complete an aio inline */
+    bool closing;
+    nng_socket rep;
+    struct transport_server_ctx* servers;
+    uint32_t n_servers;
+    struct peer peers[TRANSPORT_MAX_PEERS];
+    uint32_t n_peers;
+    struct transport_stats stats;
+    uint64_t rng; /* fault injection randomness */
+};
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static double fault_random(struct transport* t) {
+    uint64_t z = (t->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static void deliver(struct transport* t, struct transport_event* ev) {
+    t->cfg.deliver(t->cfg.deliver_arg, ev);
+}
+
+static struct transport_event* new_event(int type) {
+    struct transport_event* ev = calloc(1, sizeof(*ev));
+    if (ev != NULL) {
+        ev->type = type;
+    }
+    return ev;
+}
+
+void transport_event_free(struct transport_event* ev) {
+    if (ev == NULL) {
+        return;
+    }
+    if (ev->env != NULL) {
+        skein__envelope__free_unpacked(ev->env, NULL);
+    }
+    free(ev);
+}
+
+/* ---------------------------------------------------------------- */
+/* Outgoing requests                                                 */
+
+static void slot_fail(struct slot* s, int error) {
+    struct transport* t = s->ch->peer->t;
+    struct transport_event* ev;
+
+    t->stats.send_failures++;
+    if (t->closing) {
+        return;
+    }
+    ev = new_event(TRANSPORT_EV_FAILED);
+    if (ev == NULL) {
+        return;
+    }
+    ev->peer = s->ch->peer->id;
+    ev->channel = s->ch->kind;
+    ev->cookie = s->cookie;
+    ev->error = error;
+    deliver(t, ev);
+}
+
+static void slot_send_now(struct slot* s, nng_msg* msg) {
+    struct transport* t = s->ch->peer->t;
+    uint32_t timeout = s->ch->kind == TRANSPORT_RAFT ? t->cfg.raft_timeout_ms
+                                                     : t->cfg.bulk_timeout_ms;
+    s->state = SLOT_SEND;
+    s->start_us = now_us();
+    t->stats.sent++;
+    nng_aio_set_msg(s->aio, msg);
+    nng_aio_set_timeout(s->aio, (nng_duration)timeout);
+    nng_ctx_send(s->ctx, s->aio);
+}
+
+/* Starts the next queued request on an idle slot, if any. Locked. */
+static void slot_next(struct slot* s) {
+    struct channel* ch = s->ch;
+    struct peer* p = ch->peer;
+    struct transport* t = p->t;
+
+    while (ch->q_count > 0 && !t->closing) {
+        struct queued q = ch->queue[ch->q_head];
+        ch->q_head = (ch->q_head + 1) % TRANSPORT_QUEUE_MAX;
+        ch->q_count--;
+        s->cookie = q.cookie;
+        s->want_reply = q.want_reply;
+        if (p->fault_drop > 0 && fault_random(t) < p->fault_drop) {
+            t->stats.fault_drops++;
+            nng_msg_free(q.msg);
+            continue; /* lost on the wire: nobody is told */
+        }
+        if (p->fault_delay_ms > 0 || p->fault_jitter_ms > 0) {
+            uint32_t delay = p->fault_delay_ms;
+            if (p->fault_jitter_ms > 0) {
+                delay += (uint32_t)(fault_random(t) * p->fault_jitter_ms);
+            }
+            s->state = SLOT_DELAY;
+            s->delayed = q.msg;
+            nng_sleep_aio((nng_duration)delay, s->aio);
+            return;
+        }
+        slot_send_now(s, q.msg);
+        return;
+    }
+    s->state = SLOT_IDLE;
+}
+
+static void slot_cb(void* arg) {
+    struct slot* s = arg;
+    struct transport* t = s->ch->peer->t;
+    int rv = nng_aio_result(s->aio);
+    nng_msg* msg;
+
+    pthread_mutex_lock(&t->mu);
+    switch (s->state) {
+        case SLOT_DELAY:
+            msg = s->delayed;
+            s->delayed = NULL;
+            if (t->closing) {
+                nng_msg_free(msg);
+                s->state = SLOT_IDLE;
+                break;
+            }
+            slot_send_now(s, msg);
+            break;
+        case SLOT_SEND:
+            if (rv != 0) {
+                /* On a failed send the message is still ours. */
+                msg = nng_aio_get_msg(s->aio);
+                if (msg != NULL) {
+                    nng_msg_free(msg);
+                }
+                slot_fail(s, rv);
+                slot_next(s);
+                break;
+            }
+            s->state = SLOT_RECV;
+            nng_ctx_recv(s->ctx, s->aio);
+            break;
+        case SLOT_RECV:
+            if (rv != 0) {
+                slot_fail(s, rv);
+                slot_next(s);
+                break;
+            }
+            msg = nng_aio_get_msg(s->aio);
+            if (s->want_reply && !t->closing) {
+                struct transport_event* ev = new_event(TRANSPORT_EV_REPLY);
+                if (ev != NULL) {
+                    ev->env = skein__envelope__unpack(NULL, nng_msg_len(msg),
+                                                      nng_msg_body(msg));
+                    ev->peer = s->ch->peer->id;
+                    ev->channel = s->ch->kind;
+                    ev->cookie = s->cookie;
+                    ev->rtt_us = now_us() - s->start_us;
+                    if (ev->env == NULL) {
+                        t->stats.decode_errors++;
+                        ev->type = TRANSPORT_EV_FAILED;
+                    }
+                    deliver(t, ev);
+                }
+            } else if (!t->closing && s->ch->kind == TRANSPORT_RAFT) {
+                /* Raft acks carry the round trip time for health. */
+                struct transport_event* ev = new_event(TRANSPORT_EV_REPLY);
+                if (ev != NULL) {
+                    ev->peer = s->ch->peer->id;
+                    ev->channel = s->ch->kind;
+                    ev->cookie = s->cookie;
+                    ev->rtt_us = now_us() - s->start_us;
+                    deliver(t, ev);
+                }
+            }
+            nng_msg_free(msg);
+            slot_next(s);
+            break;
+        default:
+            break;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int channel_open(struct channel* ch, const char* url) {
+    struct transport* t = ch->peer->t;
+    int rv = nng_req0_open(&ch->sock);
+
+    if (rv != 0) {
+        return rv;
+    }
+    ch->open = true;
+    nng_socket_set_ms(ch->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_size(ch->sock, NNG_OPT_RECVMAXSZ, t->cfg.recv_max_bytes);
+    nng_socket_set_ms(ch->sock, NNG_OPT_RECONNMINT, 50);
+    nng_socket_set_ms(ch->sock, NNG_OPT_RECONNMAXT, 500);
+    ch->n_slots = channel_slots[ch->kind];
+    ch->slots = calloc(ch->n_slots, sizeof(*ch->slots));
+    ch->queue = calloc(TRANSPORT_QUEUE_MAX, sizeof(*ch->queue));
+    if (ch->slots == NULL || ch->queue == NULL) {
+        return NNG_ENOMEM;
+    }
+    for (uint32_t i = 0; i < ch->n_slots; i++) {
+        struct slot* s = &ch->slots[i];
+        s->ch = ch;
+        if ((rv = nng_ctx_open(&s->ctx, ch->sock)) != 0 ||
+            (rv = nng_aio_alloc(&s->aio, slot_cb, s)) != 0) {
+            return rv;
+        }
+    }
+    return nng_dial(ch->sock, url, &ch->dialer, NNG_FLAG_NONBLOCK);
+}
+
+static void channel_close(struct channel* ch) {
+    if (!ch->open) {
+        return;
+    }
+    for (uint32_t i = 0; ch->slots != NULL && i < ch->n_slots; i++) {
+        if (ch->slots[i].aio != NULL) {
+            nng_aio_stop(ch->slots[i].aio);
+        }
+    }
+    nng_close(ch->sock);
+    for (uint32_t i = 0; ch->slots != NULL && i < ch->n_slots; i++) {
+        struct slot* s = &ch->slots[i];
+        if (s->delayed != NULL) {
+            nng_msg_free(s->delayed);
+        }
+        if (s->aio != NULL) {
+            nng_aio_free(s->aio);
+        }
+    }
+    while (ch->queue != NULL && ch->q_count > 0) {
+        nng_msg_free(ch->queue[ch->q_head].msg);
+        ch->q_head = (ch->q_head + 1) % TRANSPORT_QUEUE_MAX;
+        ch->q_count--;
+    }
+    free(ch->slots);
+    free(ch->queue);
+    ch->slots = NULL;
+    ch->queue = NULL;
+    ch->open = false;
+}
+
+static struct peer* find_peer(struct transport* t, uint64_t id) {
+    for (uint32_t i = 0; i < t->n_peers; i++) {
+        if (t->peers[i].id == id && t->peers[i].active) {
+            return &t->peers[i];
+        }
+    }
+    return NULL;
+}
+
+int transport_add_peer(struct transport* t, uint64_t id, const char* url) {
+    struct peer* p;
+    int rv = 0;
+
+    if (strlen(url) >= TRANSPORT_URL_MAX) {
+        return -1;
+    }
+    pthread_mutex_lock(&t->mu);
+    p = find_peer(t, id);
+    if (p != NULL && strcmp(p->url, url) == 0) {
+        pthread_mutex_unlock(&t->mu);
+        return 0;
+    }
+    if (p != NULL) {
+        /* Same id, new address: redial on the open sockets. */
+        snprintf(p->url, sizeof(p->url), "%s", url);
+        for (int c = 0; c < TRANSPORT_CHANNELS; c++) {
+            nng_dialer_close(p->ch[c].dialer);
+            rv |= nng_dial(p->ch[c].sock, url, &p->ch[c].dialer,
+                           NNG_FLAG_NONBLOCK);
+        }
+        pthread_mutex_unlock(&t->mu);
+        return rv == 0 ? 0 : -1;
+    }
+    for (uint32_t i = 0; i < t->n_peers && p == NULL; i++) {
+        if (t->peers[i].id == id) {
+            p = &t->peers[i]; /* re-added after removal: reuse sockets */
+            p->active = true;
+            snprintf(p->url, sizeof(p->url), "%s", url);
+            for (int c = 0; c < TRANSPORT_CHANNELS; c++) {
+                rv |= nng_dial(p->ch[c].sock, url, &p->ch[c].dialer,
+                               NNG_FLAG_NONBLOCK);
+            }
+            pthread_mutex_unlock(&t->mu);
+            return rv == 0 ? 0 : -1;
+        }
+    }
+    if (t->n_peers == TRANSPORT_MAX_PEERS) {
+        pthread_mutex_unlock(&t->mu);
+        return -1;
+    }
+    p = &t->peers[t->n_peers++];
+    memset(p, 0, sizeof(*p));
+    p->t = t;
+    p->id = id;
+    p->active = true;
+    snprintf(p->url, sizeof(p->url), "%s", url);
+    for (int c = 0; c < TRANSPORT_CHANNELS && rv == 0; c++) {
+        p->ch[c].peer = p;
+        p->ch[c].kind = c;
+        rv = channel_open(&p->ch[c], url);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rv == 0 ? 0 : -1;
+}
+
+void transport_remove_peer(struct transport* t, uint64_t id) {
+    struct peer* p;
+
+    pthread_mutex_lock(&t->mu);
+    p = find_peer(t, id);
+    if (p != NULL) {
+        p->active = false;
+        for (int c = 0; c < TRANSPORT_CHANNELS; c++) {
+            nng_dialer_close(p->ch[c].dialer);
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+int transport_send(struct transport* t,
+                   uint64_t peer,
+                   int channel,
+                   const uint8_t* data,
+                   size_t len,
+                   uint64_t cookie,
+                   bool want_reply) {
+    struct peer* p;
+    struct channel* ch;
+    nng_msg* msg;
+
+    if (channel < 0 || channel >= TRANSPORT_CHANNELS) {
+        return -1;
+    }
+    if (nng_msg_alloc(&msg, 0) != 0) {
+        return -1;
+    }
+    if (nng_msg_append(msg, data, len) != 0) {
+        nng_msg_free(msg);
+        return -1;
+    }
+    pthread_mutex_lock(&t->mu);
+    p = find_peer(t, peer);
+    if (p == NULL || t->closing) {
+        pthread_mutex_unlock(&t->mu);
+        nng_msg_free(msg);
+        return -1;
+    }
+    ch = &p->ch[channel];
+    if (ch->q_count == TRANSPORT_QUEUE_MAX) {
+        t->stats.queue_drops++;
+        pthread_mutex_unlock(&t->mu);
+        nng_msg_free(msg);
+        return -1;
+    }
+    ch->queue[(ch->q_head + ch->q_count) % TRANSPORT_QUEUE_MAX] =
+        (struct queued){msg, cookie, want_reply};
+    ch->q_count++;
+    for (uint32_t i = 0; i < ch->n_slots; i++) {
+        if (ch->slots[i].state == SLOT_IDLE) {
+            slot_next(&ch->slots[i]);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+void transport_set_fault(struct transport* t,
+                         uint64_t peer,
+                         double drop,
+                         uint32_t delay_ms,
+                         uint32_t jitter_ms,
+                         bool clear) {
+    pthread_mutex_lock(&t->mu);
+    for (uint32_t i = 0; i < t->n_peers; i++) {
+        struct peer* p = &t->peers[i];
+        if (clear) {
+            p->fault_drop = 0;
+            p->fault_delay_ms = 0;
+            p->fault_jitter_ms = 0;
+        }
+        if (peer == UINT64_MAX || (peer != 0 && p->id != peer) ||
+            (clear && drop == 0 && delay_ms == 0 && jitter_ms == 0)) {
+            continue;
+        }
+        p->fault_drop = drop < 0 ? 0 : drop > 1 ? 1 : drop;
+        p->fault_delay_ms = delay_ms;
+        p->fault_jitter_ms = jitter_ms;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---------------------------------------------------------------- */
+/* Incoming requests                                                 */
+
+static void server_send(struct transport_server_ctx* c, nng_msg* msg) {
+    c->state = SERVER_SEND;
+    nng_aio_set_msg(c->aio, msg);
+    nng_ctx_send(c->ctx, c->aio);
+}
+
+static void server_reply_empty(struct transport_server_ctx* c) {
+    nng_msg* msg;
+    if (nng_msg_alloc(&msg, 0) != 0) {
+        c->state = SERVER_RECV;
+        nng_ctx_recv(c->ctx, c->aio);
+        return;
+    }
+    server_send(c, msg);
+}
+
+/* Takes a received request apart; returns with the next state set. */
+static void server_received(struct transport_server_ctx* c, nng_msg* msg) {
+    struct transport* t = c->t;
+    Skein__Envelope* env;
+    struct transport_event* ev;
+
+    t->stats.received++;
+    env = skein__envelope__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+    nng_msg_free(msg);
+    if (env == NULL) {
+        t->stats.decode_errors++;
+        server_reply_empty(c);
+        return;
+    }
+    if (env->has_cluster_id && env->cluster_id != t->cfg.cluster_id) {
+        t->stats.foreign_cluster++;
+        skein__envelope__free_unpacked(env, NULL);
+        server_reply_empty(c);
+        return;
+    }
+    ev = new_event(TRANSPORT_EV_REQUEST);
+    if (ev == NULL) {
+        skein__envelope__free_unpacked(env, NULL);
+        server_reply_empty(c);
+        return;
+    }
+    ev->env = env;
+    if (codec_is_raft_body(env)) {
+        server_reply_empty(c);
+    } else {
+        c->state = SERVER_WAIT;
+        ev->reply = c;
+    }
+    deliver(t, ev);
+}
+
+static void server_cb(void* arg) {
+    struct transport_server_ctx* c = arg;
+    struct transport* t = c->t;
+    int rv = nng_aio_result(c->aio);
+
+    pthread_mutex_lock(&t->mu);
+    if (rv == NNG_ECLOSED || t->closing) {
+        if (c->state == SERVER_SEND && rv != 0) {
+            nng_msg* m = nng_aio_get_msg(c->aio);
+            if (m != NULL) {
+                nng_msg_free(m);
+            }
+        }
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    if (c->state == SERVER_RECV) {
+        if (rv == 0) {
+            server_received(c, nng_aio_get_msg(c->aio));
+        } else {
+            nng_ctx_recv(c->ctx, c->aio);
+        }
+    } else if (c->state == SERVER_SEND) {
+        if (rv != 0) {
+            nng_msg* m = nng_aio_get_msg(c->aio);
+            if (m != NULL) {
+                nng_msg_free(m);
+            }
+        }
+        c->state = SERVER_RECV;
+        nng_ctx_recv(c->ctx, c->aio);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void transport_reply(struct transport_server_ctx* c,
+                     const Skein__Envelope* env) {
+    struct transport* t = c->t;
+    nng_msg* msg = NULL;
+
+    pthread_mutex_lock(&t->mu);
+    if (t->closing || c->state != SERVER_WAIT) {
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    if (env != NULL) {
+        size_t n = skein__envelope__get_packed_size(env);
+        if (nng_msg_alloc(&msg, n) == 0) {
+            skein__envelope__pack(env, nng_msg_body(msg));
+        }
+    }
+    if (msg == NULL) {
+        server_reply_empty(c);
+    } else {
+        server_send(c, msg);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---------------------------------------------------------------- */
+/* Lifecycle                                                         */
+
+int transport_start(const struct transport_config* cfg,
+                    struct transport** out,
+                    char* errbuf,
+                    size_t errlen) {
+    struct transport* t = calloc(1, sizeof(*t));
+    pthread_mutexattr_t attr;
+    int rv;
+
+    *out = NULL;
+    if (t == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    t->cfg = *cfg;
+    t->rng = (uint64_t)now_us();
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&t->mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if ((rv = nng_rep0_open(&t->rep)) != 0) {
+        snprintf(errbuf, errlen, "rep socket: %s", nng_strerror(rv));
+        free(t);
+        return -1;
+    }
+    nng_socket_set_size(t->rep, NNG_OPT_RECVMAXSZ, cfg->recv_max_bytes);
+    t->n_servers = cfg->server_contexts;
+    t->servers = calloc(t->n_servers, sizeof(*t->servers));
+    if (t->servers == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        transport_stop(t);
+        return -1;
+    }
+    for (uint32_t i = 0; i < t->n_servers; i++) {
+        struct transport_server_ctx* c = &t->servers[i];
+        c->t = t;
+        if ((rv = nng_ctx_open(&c->ctx, t->rep)) != 0 ||
+            (rv = nng_aio_alloc(&c->aio, server_cb, c)) != 0) {
+            snprintf(errbuf, errlen, "rep context: %s", nng_strerror(rv));
+            transport_stop(t);
+            return -1;
+        }
+    }
+    if (cfg->listen_url != NULL &&
+        (rv = nng_listen(t->rep, cfg->listen_url, NULL, 0)) != 0) {
+        snprintf(errbuf, errlen, "listen on %s: %s", cfg->listen_url,
+                 nng_strerror(rv));
+        transport_stop(t);
+        return -1;
+    }
+    if (cfg->inproc_url != NULL &&
+        (rv = nng_listen(t->rep, cfg->inproc_url, NULL, 0)) != 0) {
+        snprintf(errbuf, errlen, "listen on %s: %s", cfg->inproc_url,
+                 nng_strerror(rv));
+        transport_stop(t);
+        return -1;
+    }
+    pthread_mutex_lock(&t->mu);
+    for (uint32_t i = 0; i < t->n_servers; i++) {
+        t->servers[i].state = SERVER_RECV;
+        nng_ctx_recv(t->servers[i].ctx, t->servers[i].aio);
+    }
+    pthread_mutex_unlock(&t->mu);
+    *out = t;
+    return 0;
+}
+
+void transport_stop(struct transport* t) {
+    if (t == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->closing = true;
+    pthread_mutex_unlock(&t->mu);
+    for (uint32_t i = 0; t->servers != NULL && i < t->n_servers; i++) {
+        if (t->servers[i].aio != NULL) {
+            nng_aio_stop(t->servers[i].aio);
+        }
+    }
+    for (uint32_t i = 0; i < t->n_peers; i++) {
+        for (int c = 0; c < TRANSPORT_CHANNELS; c++) {
+            channel_close(&t->peers[i].ch[c]);
+        }
+    }
+    nng_close(t->rep);
+    for (uint32_t i = 0; t->servers != NULL && i < t->n_servers; i++) {
+        if (t->servers[i].aio != NULL) {
+            nng_aio_free(t->servers[i].aio);
+        }
+    }
+    free(t->servers);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+void transport_stats(struct transport* t, struct transport_stats* out) {
+    pthread_mutex_lock(&t->mu);
+    *out = t->stats;
+    pthread_mutex_unlock(&t->mu);
+}
