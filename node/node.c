@@ -356,6 +356,114 @@ static void fatal(struct node* n, const char* what, int rv) {
     abort();
 }
 
+/* ------------------------------------------------------------------ */
+/* Disk full: what could not be written waits in the backlog, in order, */
+/* and is retried every tick; nothing is acknowledged meanwhile.        */
+
+static bool is_disk_full(struct node* n) {
+    return store_lmdb_last_error(n->log) == STORE_EDISKFULL;
+}
+
+static void backlog_clear(struct node* n) {
+    for (size_t i = 0; i < n->backlog.n; i++) {
+        free((void*)n->backlog.e[i].data);
+    }
+    n->backlog.n = 0;
+    n->backlog.has_hs = false;
+}
+
+/* Copies a batch's hard state and entries behind what already waits. */
+static void backlog_add(struct node* n, const struct raft_ready* rd) {
+    struct node_backlog* b = &n->backlog;
+
+    if (rd->hard_state_changed) {
+        b->hs = rd->hard_state;
+        b->has_hs = true;
+    }
+    if (rd->n_entries == 0) {
+        return;
+    }
+    /* A batch replaces every waiting entry at or after its first index. */
+    while (b->n > 0 && b->e[b->n - 1].index >= rd->entries[0].index) {
+        free((void*)b->e[--b->n].data);
+    }
+    if (b->n + rd->n_entries > b->cap) {
+        size_t cap = (b->n + rd->n_entries) * 2;
+        struct raft_entry* e = realloc(b->e, cap * sizeof(*e));
+        if (e == NULL) {
+            fatal(n, "keeping entries while the disk is full", ENOMEM);
+        }
+        b->e = e;
+        b->cap = cap;
+    }
+    for (size_t i = 0; i < rd->n_entries; i++) {
+        struct raft_entry* d = &b->e[b->n++];
+        uint8_t* data = malloc(rd->entries[i].len + 1);
+        if (data == NULL) {
+            fatal(n, "keeping entries while the disk is full", ENOMEM);
+        }
+        *d = rd->entries[i];
+        if (d->len > 0) {
+            memcpy(data, rd->entries[i].data, d->len);
+        }
+        d->data = data;
+    }
+}
+
+static void step_persisted(struct node* n, raft_index index, raft_term term) {
+    struct raft_event ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = RAFT_EVENT_PERSISTED;
+    ev.index = index;
+    ev.term = term;
+    (void)raft_step(n->raft, &ev);
+}
+
+/* Retries the backlog; returns true once it is empty. */
+static bool backlog_flush(struct node* n) {
+    struct raft_ready rd;
+    raft_index durable = 0;
+    raft_term term = 0;
+    bool had_entries = n->backlog.n > 0;
+
+    if (n->backlog.n == 0 && !n->backlog.has_hs) {
+        return true;
+    }
+    memset(&rd, 0, sizeof(rd));
+    rd.hard_state_changed = n->backlog.has_hs;
+    rd.hard_state = n->backlog.hs;
+    rd.entries = n->backlog.e;
+    rd.n_entries = n->backlog.n;
+    if (persist(n, &rd, &durable, &term) != RAFT_OK) {
+        if (!is_disk_full(n)) {
+            fatal(n, "persisting the log", store_lmdb_last_error(n->log));
+        }
+        return false;
+    }
+    backlog_clear(n);
+    n->disk_full = false;
+    fprintf(stderr, "skein-node %llu: disk space is back, log writes resume\n",
+            (unsigned long long)n->cfg.id);
+    if (had_entries && durable > 0) {
+        step_persisted(n, durable, term);
+    }
+    return true;
+}
+
+/* Applies what the log holds but the state machine missed (disk full). */
+static void catch_up_apply(struct node* n) {
+    char msg[STORE_ERRMSG_SIZE] = "";
+
+    if (!n->apply_behind) {
+        return;
+    }
+    if (store_replay(n->log, n->kv, raft_applied_index(n->raft), 4u << 20,
+                     msg) == STORE_OK) {
+        n->apply_behind = false;
+    }
+}
+
 static void apply_committed(struct node* n, const struct raft_ready* rd) {
     struct kv_result* results;
     int rv;
@@ -363,17 +471,27 @@ static void apply_committed(struct node* n, const struct raft_ready* rd) {
     if (rd->n_committed == 0) {
         return;
     }
-    results = calloc(rd->n_committed, sizeof(*results));
-    if (results == NULL) {
-        fatal(n, "allocating apply results", ENOMEM);
-    }
     for (size_t i = 0; i < rd->n_committed; i++) {
         if (rd->committed[i].type == RAFT_ENTRY_CONF) {
             node_learn_addresses(n, rd->committed[i].data,
                                  rd->committed[i].len);
         }
     }
+    if (n->apply_behind) {
+        return; /* catch_up_apply replays these from the log */
+    }
+    results = calloc(rd->n_committed, sizeof(*results));
+    if (results == NULL) {
+        fatal(n, "allocating apply results", ENOMEM);
+    }
     rv = kv_apply_batch(n->kv, rd->committed, rd->n_committed, results);
+    if (rv == STORE_EDISKFULL) {
+        /* Nothing of the batch was applied; the waiting writes learn
+         * their fate at their deadline (outcome unknown). */
+        n->apply_behind = true;
+        free(results);
+        return;
+    }
     if (rv != STORE_OK) {
         fatal(n, "applying committed entries", rv);
     }
@@ -381,45 +499,65 @@ static void apply_committed(struct node* n, const struct raft_ready* rd) {
     free(results);
 }
 
+/* Persists a batch; returns true once it is durable, false while it waits
+ * in the backlog (disk full). */
+static bool persist_batch(struct node* n,
+                          const struct raft_ready* rd,
+                          raft_index* durable,
+                          raft_term* durable_term) {
+    bool wrote = rd->hard_state_changed || rd->n_entries > 0;
+
+    if (!wrote) {
+        return true;
+    }
+    if (n->disk_full) {
+        backlog_add(n, rd);
+        *durable = 0; /* a successful flush steps PERSISTED itself */
+        return backlog_flush(n);
+    }
+    if (persist(n, rd, durable, durable_term) == RAFT_OK) {
+        return true;
+    }
+    if (!is_disk_full(n)) {
+        fatal(n, "persisting the log", store_lmdb_last_error(n->log));
+    }
+    fprintf(stderr,
+            "skein-node %llu: disk full: log writes wait, writes get 507\n",
+            (unsigned long long)n->cfg.id);
+    n->disk_full = true;
+    backlog_add(n, rd);
+    return false;
+}
+
 static void process_ready(struct node* n) {
     for (int rounds = 0; rounds < 16 && raft_has_ready(n->raft); rounds++) {
         struct raft_ready rd;
         raft_index durable = 0;
         raft_term durable_term = 0;
-        bool wrote;
-        int rv;
+        bool persisted;
 
         raft_ready(n->raft, &rd);
         if (rd.snapshot != NULL && node_snapshot_install(n, rd.snapshot) != 0) {
             fatal(n, "installing a snapshot", -1);
         }
-        wrote = rd.hard_state_changed || rd.n_entries > 0;
         if (rd.must_sync || rd.snapshot != NULL) {
-            rv = wrote ? persist(n, &rd, &durable, &durable_term) : RAFT_OK;
-            if (rv != RAFT_OK) {
-                fatal(n, "persisting the log", rv);
+            persisted = persist_batch(n, &rd, &durable, &durable_term);
+            if (persisted || !rd.must_sync) {
+                send_messages(n, &rd);
             }
-            send_messages(n, &rd);
+            /* else: a vote or term that is not durable never leaves. */
         } else {
             /* The leader's entries may leave before its own fsync: its
              * match counts only once PERSISTED is stepped (raft.h). */
             send_messages(n, &rd);
-            rv = wrote ? persist(n, &rd, &durable, &durable_term) : RAFT_OK;
-            if (rv != RAFT_OK) {
-                fatal(n, "persisting the log", rv);
-            }
+            persisted = persist_batch(n, &rd, &durable, &durable_term);
         }
         apply_committed(n, &rd);
         node_read_states(n, rd.reads, rd.n_reads);
         raft_advance(n->raft);
         node_snapshot_after_ready(n);
-        if (rd.n_entries > 0 && durable > 0) {
-            struct raft_event ev;
-            memset(&ev, 0, sizeof(ev));
-            ev.type = RAFT_EVENT_PERSISTED;
-            ev.index = durable;
-            ev.term = durable_term;
-            (void)raft_step(n->raft, &ev);
+        if (persisted && rd.n_entries > 0 && durable > 0) {
+            step_persisted(n, durable, durable_term);
         }
         node_serve_reads(n);
     }
@@ -473,6 +611,10 @@ static void tick(struct node* n) {
         (void)raft_step(n->raft, &ev);
         n->tick_due_ms += n->cfg.tick_ms;
     }
+    if (n->disk_full) {
+        (void)backlog_flush(n);
+    }
+    catch_up_apply(n);
     node_expire_requests(n);
     node_maybe_promote(n);
     node_maybe_compact(n);
@@ -751,6 +893,8 @@ void node_join(struct node* n) {
         transport_event_free(ev);
     }
     node_snapshot_close_all(n);
+    backlog_clear(n);
+    free(n->backlog.e);
     raft_close(n->raft);
     if (n->kv != NULL) {
         kv_close(n->kv);

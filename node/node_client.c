@@ -214,6 +214,11 @@ static void forward_to_leader(struct node* n,
     env.from = n->cfg.id;
     env.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
     env.client_request = ev->env->client_request;
+    if (env.client_request->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE) {
+        /* The entry records the node the client talked to. */
+        env.client_request->create->has_source_node = 1;
+        env.client_request->create->source_node = n->cfg.id;
+    }
     node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
                        f->cookie, true);
 }
@@ -241,6 +246,7 @@ void node_handle_forward_reply(struct node* n, struct transport_event* ev) {
 
 /* Builds the Command for a write, filling what the node chooses. */
 static int build_command(struct node* n,
+                         bool from_node,
                          Skein__ClientRequest* req,
                          uint8_t** out,
                          size_t* len,
@@ -254,8 +260,11 @@ static int build_command(struct node* n,
             uuid_generate(u);
             uuid_unparse_lower(u, id_buf);
             req->create->id = id_buf;
-            req->create->has_source_node = 1;
-            req->create->source_node = n->cfg.id;
+            if (!from_node || !req->create->has_source_node) {
+                /* Only a forwarding member may name another source. */
+                req->create->has_source_node = 1;
+                req->create->source_node = n->cfg.id;
+            }
             req->create->has_created_at = 1;
             req->create->created_at = (int64_t)node_wall_ms();
             cmd.op_case = SKEIN__COMMAND__OP_CREATE;
@@ -291,13 +300,19 @@ static void propose_write(struct node* n, struct transport_event* ev) {
     uint32_t lens[1];
     int rv;
 
+    if (n->disk_full || n->apply_behind) {
+        reply_status(n, ev->reply, req->request_id, ST(DISK_FULL),
+                     "the leader's disk is full: reads still work");
+        ev->reply = NULL;
+        return;
+    }
     if (n->w_count == NODE_PENDING_MAX) {
         reply_status(n, ev->reply, req->request_id, ST(NO_QUORUM),
                      "too many writes in flight");
         ev->reply = NULL;
         return;
     }
-    if (build_command(n, req, &data, &len, id_buf) != 0) {
+    if (build_command(n, ev->env->has_from, req, &data, &len, id_buf) != 0) {
         reply_status(n, ev->reply, req->request_id, ST(INTERNAL),
                      "out of memory");
         ev->reply = NULL;

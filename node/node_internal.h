@@ -63,6 +63,15 @@ struct node_forward {
     bool used;
 };
 
+/* Log writes waiting for disk space, in log order. */
+struct node_backlog {
+    struct raft_entry* e; /* owned copies */
+    size_t n;
+    size_t cap;
+    struct raft_hard_state hs;
+    bool has_hs;
+};
+
 struct node_counters {
     uint64_t fsync_count;
     uint64_t fsync_us_sum;
@@ -144,6 +153,10 @@ struct node {
     uint64_t upload_next;
     int upload_fd;
     uint64_t upload_used_ms;
+
+    struct node_backlog backlog;
+    bool disk_full;    /* log writes wait in the backlog */
+    bool apply_behind; /* the state machine missed entries (disk full) */
 
     bool was_leader;
     uint64_t rng;
