@@ -431,6 +431,8 @@ int raft_change_conf_ctx(struct raft* r,
 
 /** Largest context accepted by raft_change_conf_ctx. */
 #define RAFT_CONF_CONTEXT_MAX 8192
+/** Largest data of a CONF entry: the encoded conf plus a context. */
+#define RAFT_CONF_DATA_MAX (RAFT_CONF_ENCODED_MAX + RAFT_CONF_CONTEXT_MAX)
 
 /**
  * Asks for a linearizable read (ReadIndex, thesis §6.4). `context` is the
