@@ -27,6 +27,19 @@ struct kv_arena {
     size_t asked;   /* bytes asked since the last reset */
 };
 
+/* One slot of the idempotency hash index (linear probing). */
+struct kv_idem_slot {
+    uint64_t hash;    /* XXH64 of the request id */
+    raft_index index; /* index of its record in "idem"; 0 = empty slot */
+};
+
+/* The idempotency hash index: request id hash -> record index. */
+struct kv_idem_map {
+    struct kv_idem_slot* slots; /* cap slots, cap a power of two */
+    size_t cap;                 /* slots */
+    size_t count;               /* used slots */
+};
+
 /* String offsets of one pending result, fixed up after the batch. */
 struct kv_res_offs {
     size_t id, key, value, request_id, error; /* offsets in res */
@@ -39,8 +52,8 @@ struct kv_state {
     struct kv_options opts;         /* as opened */
     MDB_dbi dbi_kv;                 /* id -> packed KVEntry */
     MDB_dbi dbi_by_key;             /* 0x01 || key -> ids (DUPSORT) */
-    MDB_dbi dbi_idem;               /* request id -> result record */
-    MDB_dbi dbi_idem_exp;           /* index (BE) -> request id */
+    MDB_dbi dbi_idem;               /* index (BE) -> result record */
+    struct kv_idem_map idem;        /* request id hash -> index */
     MDB_dbi dbi_meta;               /* format, state, conf */
     struct kv_stats st;             /* counters as last committed */
     raft_index durable_applied;     /* applied index made durable */

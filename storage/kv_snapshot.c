@@ -377,7 +377,7 @@ int kv_snapshot_writer_write(struct kv_snapshot_writer* w,
     int rv = STORE_OK;
 
     if (offset > w->received || len > KV_SNAPSHOT_CHUNK_MAX ||
-        offset + len > w->total) {
+        (w->total > 0 && offset + len > w->total)) {
         rv = STORE_EINVAL;
     } else if (offset + len > w->received) {
         size_t skip = (size_t)(w->received - offset);
@@ -427,7 +427,7 @@ static int kv_writer_verify(struct kv_snapshot_writer* w, char* errmsg) {
     struct kv_state* copy;
     struct kv_stats re;
 
-    if (w->received != w->total) {
+    if (w->total > 0 ? w->received != w->total : w->received == 0) {
         store_errf(errmsg, "snapshot incomplete: %llu of %llu bytes",
                    (unsigned long long)w->received,
                    (unsigned long long)w->total);

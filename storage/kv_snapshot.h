@@ -106,8 +106,9 @@ void kv_snapshot_reader_close(struct kv_snapshot_reader* r);
 struct kv_snapshot_writer; /* opaque */
 
 /**
- * Starts receiving a snapshot of `total_size` bytes for kv (any earlier
- * incoming data is discarded). Returns STORE_OK and sets *out (finish or
+ * Starts receiving a snapshot of `total_size` bytes (0 = not known in
+ * advance, e.g. a chunked HTTP upload) for kv (any earlier incoming data is
+ * discarded). Returns STORE_OK and sets *out (finish or
  * abort it), or a STORE_E* code with a message.
  */
 int kv_snapshot_writer_open(struct kv_state* kv,
@@ -134,10 +135,10 @@ uint64_t kv_snapshot_writer_received(const struct kv_snapshot_writer* w);
 /**
  * Completes the installation (see the header comment) and fills *info
  * (may be NULL) with what kv now holds. Frees w in every case. Returns
- * STORE_OK; STORE_EINVAL (size short), STORE_ECORRUPT (the copy fails
- * verification) or STORE_EIO before the swap, with kv untouched; after the
- * swap only a failure to reopen can happen (STORE_E* from kv_open): kv is
- * then closed and must be freed with kv_close and reopened.
+ * STORE_OK; STORE_EINVAL (fewer bytes than total_size, or none), STORE_ECORRUPT
+ * (the copy fails verification) or STORE_EIO before the swap, with kv
+ * untouched; after the swap only a failure to reopen can happen (STORE_E* from
+ * kv_open): kv is then closed and must be freed with kv_close and reopened.
  */
 int kv_snapshot_writer_finish(struct kv_snapshot_writer* w,
                               struct kv_snapshot_info* info,

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <xxhash.h>
 
 #include "kv_internal.h"
@@ -20,9 +19,10 @@
 #define KV_HASH_SEED    0x736b65696e6b7668ULL /* "skeinkvh" */
 #define KV_KEY_PREFIX   0x01                  /* kv_by_key key prefix */
 #define KV_IDEM_VERSION 1
-#define KV_IDEM_HDR     34
+#define KV_IDEM_HDR     36
 #define KV_ARENA_MIN    (64 * 1024)
 #define KV_ERR_MAX      200
+#define KV_TRIM_EVERY   8192 /* records scanned between trims */
 
 _Static_assert((int)KV_STATUS_OK == (int)SKEIN__CLIENT_RESPONSE__STATUS__OK,
                "kv_status mirrors ClientResponse.Status");
@@ -280,6 +280,8 @@ static int kv_put_meta_state(struct kv_state* kv, MDB_txn* txn) {
     return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "write meta");
 }
 
+static int kv_idem_rebuild(struct kv_state* kv);
+
 /* ------------------------------------------------------------------ */
 /* Open and close                                                      */
 
@@ -353,9 +355,6 @@ static int kv_open_dbs(struct kv_state* kv) {
         mrc = mdb_dbi_open(txn, "idem", MDB_CREATE, &kv->dbi_idem);
     }
     if (mrc == 0) {
-        mrc = mdb_dbi_open(txn, "idem_exp", MDB_CREATE, &kv->dbi_idem_exp);
-    }
-    if (mrc == 0) {
         mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &kv->dbi_meta);
     }
     if (mrc != 0) {
@@ -394,6 +393,12 @@ int kv_env_reopen(struct kv_state* kv, char* errmsg) {
     if (rv != STORE_OK) {
         kv->last_error = rv;
         store_errf(errmsg, "%s", kv->errmsg);
+        return rv;
+    }
+    rv = kv_idem_rebuild(kv);
+    if (rv != STORE_OK) {
+        store_errf(errmsg, "%s", kv->errmsg);
+        store_env_close(&kv->env);
         return rv;
     }
     kv->durable_applied = kv->st.applied_index;
@@ -438,6 +443,7 @@ void kv_close(struct kv_state* kv) {
     }
     kv_env_close(kv);
     kv_arena_close(&kv->arena);
+    free(kv->idem.slots);
     kv_buf_free(&kv->res);
     kv_buf_free(&kv->scratch);
     free(kv->offs);
@@ -547,10 +553,14 @@ static int kv_load_entry(struct kv_apply* a,
     return STORE_OK;
 }
 
-/* Stores entry p under its id and indexes its key. */
+/*
+ * Stores entry p under its id and indexes its key. With `create` the id
+ * must be new: STORE_EINVAL (nothing written) if it exists.
+ */
 static int kv_store_entry(struct kv_apply* a,
                           const Skein__KVEntry* p,
-                          bool index_key) {
+                          bool index_key,
+                          bool create) {
     struct kv_state* kv = a->kv;
     MDB_val k = {strlen(p->id), p->id};
     MDB_val v;
@@ -559,7 +569,10 @@ static int kv_store_entry(struct kv_apply* a,
     if (rv != STORE_OK) {
         return rv;
     }
-    int mrc = mdb_put(a->txn, kv->dbi_kv, &k, &v, 0);
+    int mrc = mdb_put(a->txn, kv->dbi_kv, &k, &v, create ? MDB_NOOVERWRITE : 0);
+    if (mrc == MDB_KEYEXIST) {
+        return STORE_EINVAL;
+    }
     if (mrc == 0 && index_key) {
         uint8_t kb[KV_KEY_MAX + 1];
         MDB_val ik = kv_index_key(kb, p->key, strlen(p->key));
@@ -602,19 +615,11 @@ static const char* kv_check_fields(const char* id,
 static int kv_apply_create(struct kv_apply* a, const Skein__CreateOp* op) {
     struct kv_state* kv = a->kv;
     Skein__KVEntry p = SKEIN__KVENTRY__INIT;
-    Skein__KVEntry* old;
     const char* why = kv_check_fields(op->id, op->key, op->value);
 
     a->r->op = KV_OP_CREATE;
     if (why != NULL) {
         return kv_res_status(a, KV_STATUS_BAD_REQUEST, why);
-    }
-    int rv = kv_load_entry(a, op->id, strlen(op->id), &old);
-    if (rv == STORE_OK) {
-        return kv_res_status(a, KV_STATUS_BAD_REQUEST, "id already exists");
-    }
-    if (rv != STORE_ENOTFOUND) {
-        return rv;
     }
     p.id = op->id;
     p.key = (char*)kv_str(op->key);
@@ -623,7 +628,10 @@ static int kv_apply_create(struct kv_apply* a, const Skein__CreateOp* op) {
     p.seq = kv->st.seq + 1;
     p.source_node = op->source_node;
     p.created_at = op->created_at;
-    rv = kv_store_entry(a, &p, true);
+    int rv = kv_store_entry(a, &p, true, true);
+    if (rv == STORE_EINVAL) {
+        return kv_res_status(a, KV_STATUS_BAD_REQUEST, "id already exists");
+    }
     if (rv != STORE_OK) {
         return rv;
     }
@@ -671,7 +679,7 @@ static int kv_apply_update(struct kv_apply* a, const Skein__UpdateOp* op) {
             return rv;
         }
     }
-    rv = kv_store_entry(a, &p, rekey);
+    rv = kv_store_entry(a, &p, rekey, false);
     if (rv != STORE_OK) {
         return rv;
     }
@@ -699,6 +707,13 @@ static int kv_apply_delete(struct kv_apply* a, const Skein__DeleteOp* op) {
         return rv;
     }
     struct kv_entry olde = kv_entry_of(old);
+    if (op->has_expected_seq && op->expected_seq != old->seq) {
+        a->r->current_seq = old->seq;
+        rv = kv_res_entry(a, &olde);
+        return rv != STORE_OK ? rv
+                              : kv_res_status(a, KV_STATUS_CAS_MISMATCH,
+                                              "expected seq differs");
+    }
     MDB_val k = {olde.id_len, (void*)olde.id};
     int mrc = mdb_del(a->txn, kv->dbi_kv, &k, NULL);
     if (mrc != 0) {
@@ -717,12 +732,163 @@ static int kv_apply_delete(struct kv_apply* a, const Skein__DeleteOp* op) {
 
 /* ------------------------------------------------------------------ */
 /* Idempotency                                                         */
-
 /*
+ * Records live in "idem" keyed by the log index of the write that made
+ * them (u64 big-endian): new records are appends and expired ones are
+ * deleted from the front, so the table costs sequential page writes only,
+ * however random the request ids are. Lookups by request id go through an
+ * in-memory hash index (XXH64 of the id -> index), rebuilt from "idem"
+ * when the environment is opened and after a failed batch. It is a cache
+ * of what is stored, so determinism does not depend on it.
+ *
  * Record: [0] version [1] status [2] op [3] has_entry [4..8) zero
- * [8..16) index [16..24) seq [24..32) current_seq [32..34) error length,
- * then the error text and the packed entry.
+ * [8..16) index [16..24) seq [24..32) current_seq [32..34) error length
+ * [34..36) request id length, then the request id, the error text and the
+ * packed entry.
  */
+
+static uint64_t kv_rid_hash(const char* rid, size_t len) {
+    return XXH64(rid, len, KV_HASH_SEED ^ 1);
+}
+
+static int kv_idem_map_grow(struct kv_idem_map* m) {
+    size_t cap = m->cap ? m->cap * 2 : 1024;
+    struct kv_idem_slot* slots = calloc(cap, sizeof(*slots));
+
+    if (slots == NULL) {
+        return STORE_ENOMEM;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->slots[i].index != 0) {
+            size_t j = m->slots[i].hash & (cap - 1);
+            while (slots[j].index != 0) {
+                j = (j + 1) & (cap - 1);
+            }
+            slots[j] = m->slots[i];
+        }
+    }
+    free(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+    return STORE_OK;
+}
+
+static int kv_idem_map_insert(struct kv_idem_map* m,
+                              uint64_t hash,
+                              raft_index index) {
+    if ((m->count + 1) * 2 > m->cap && kv_idem_map_grow(m) != STORE_OK) {
+        return STORE_ENOMEM;
+    }
+    size_t j = hash & (m->cap - 1);
+    while (m->slots[j].index != 0) {
+        j = (j + 1) & (m->cap - 1);
+    }
+    m->slots[j].hash = hash;
+    m->slots[j].index = index;
+    m->count++;
+    return STORE_OK;
+}
+
+/* Removes (hash, index) with backward-shift deletion (linear probing). */
+static void kv_idem_map_remove(struct kv_idem_map* m,
+                               uint64_t hash,
+                               raft_index index) {
+    size_t mask = m->cap - 1;
+    size_t i;
+
+    if (m->cap == 0) {
+        return;
+    }
+    for (i = hash & mask; m->slots[i].index != 0; i = (i + 1) & mask) {
+        if (m->slots[i].hash == hash && m->slots[i].index == index) {
+            break;
+        }
+    }
+    if (m->slots[i].index == 0) {
+        return;
+    }
+    for (size_t j = (i + 1) & mask; m->slots[j].index != 0;
+         j = (j + 1) & mask) {
+        size_t k = m->slots[j].hash & mask;
+        /* Move j back to i unless its home lies cyclically in (i, j]. */
+        bool home_in_gap = i <= j ? (k > i && k <= j) : (k > i || k <= j);
+        if (!home_in_gap) {
+            m->slots[i] = m->slots[j];
+            i = j;
+        }
+    }
+    m->slots[i].index = 0;
+    m->count--;
+}
+
+static void kv_idem_map_clear(struct kv_idem_map* m) {
+    if (m->slots != NULL) {
+        memset(m->slots, 0, m->cap * sizeof(*m->slots));
+    }
+    m->count = 0;
+}
+
+/* Parses a record's request id; false if the record is damaged. */
+static bool kv_idem_rid(const MDB_val* v, const char** rid, size_t* len) {
+    const uint8_t* b = v->mv_data;
+
+    if (v->mv_size < KV_IDEM_HDR || b[0] != KV_IDEM_VERSION) {
+        return false;
+    }
+    *len = (size_t)b[34] | (size_t)b[35] << 8;
+    size_t err_len = (size_t)b[32] | (size_t)b[33] << 8;
+    if (v->mv_size < KV_IDEM_HDR + *len + err_len) {
+        return false;
+    }
+    *rid = (const char*)b + KV_IDEM_HDR;
+    return true;
+}
+
+/* Rebuilds the hash index from "idem" (open, failed batch, install). */
+static int kv_idem_rebuild(struct kv_state* kv) {
+    MDB_txn* txn;
+    MDB_cursor* c;
+    MDB_val k, v;
+    int rv = STORE_OK;
+    size_t scanned = 0;
+
+    kv_idem_map_clear(&kv->idem);
+    int mrc = mdb_txn_begin(kv->env.env, NULL, MDB_RDONLY, &txn);
+    if (mrc == 0) {
+        mrc = mdb_cursor_open(txn, kv->dbi_idem, &c);
+        if (mrc != 0) {
+            mdb_txn_abort(txn);
+        }
+    }
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "read idempotency");
+    }
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0 && rv == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        const char* rid;
+        size_t len;
+        if (k.mv_size != 8 || !kv_idem_rid(&v, &rid, &len)) {
+            rv = kv_fail(kv, STORE_ECORRUPT,
+                         "%s/data.mdb: idempotency record damaged", kv->dir);
+            break;
+        }
+        rv = kv_idem_map_insert(&kv->idem, kv_rid_hash(rid, len),
+                                store_get_be64(k.mv_data));
+        if (++scanned % KV_TRIM_EVERY == 0) {
+            store_env_trim(&kv->env); /* keep the scan's pages unmapped */
+        }
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    if (scanned >= KV_TRIM_EVERY) {
+        store_env_trim(&kv->env);
+    }
+    if (rv == STORE_OK && mrc != MDB_NOTFOUND) {
+        rv = kv_fail_mdb(kv, mrc, "scan idempotency");
+    }
+    return rv;
+}
+
 static int kv_idem_record(struct kv_apply* a) {
     struct kv_state* kv = a->kv;
     struct kv_result* r = a->r;
@@ -733,7 +899,7 @@ static int kv_idem_record(struct kv_apply* a) {
     size_t ent_len = 0;
     Skein__KVEntry p = SKEIN__KVENTRY__INIT;
 
-    KV_ASSERT(err_len <= KV_ERR_MAX);
+    KV_ASSERT(err_len <= KV_ERR_MAX && a->rid_len <= KV_REQUEST_ID_MAX);
     if (r->has_entry) {
         p.id = (char*)kv->res.data + a->o->id;
         p.key = (char*)kv->res.data + a->o->key;
@@ -744,8 +910,8 @@ static int kv_idem_record(struct kv_apply* a) {
         p.created_at = r->entry.created_at;
         ent_len = skein__kventry__get_packed_size(&p);
     }
-    if (kv_buf_reserve(&kv->scratch, KV_IDEM_HDR + err_len + ent_len) !=
-        STORE_OK) {
+    size_t total = KV_IDEM_HDR + a->rid_len + err_len + ent_len;
+    if (kv_buf_reserve(&kv->scratch, total) != STORE_OK) {
         return kv_fail(kv, STORE_ENOMEM, "apply: out of memory");
     }
     uint8_t* b = kv->scratch.data;
@@ -759,40 +925,40 @@ static int kv_idem_record(struct kv_apply* a) {
     store_put_le64(b + 24, r->current_seq);
     b[32] = (uint8_t)err_len;
     b[33] = (uint8_t)(err_len >> 8);
-    memcpy(b + KV_IDEM_HDR, err, err_len);
+    b[34] = (uint8_t)a->rid_len;
+    b[35] = (uint8_t)(a->rid_len >> 8);
+    memcpy(b + KV_IDEM_HDR, a->rid, a->rid_len);
+    memcpy(b + KV_IDEM_HDR + a->rid_len, err, err_len);
     if (r->has_entry) {
-        skein__kventry__pack(&p, b + KV_IDEM_HDR + err_len);
+        skein__kventry__pack(&p, b + KV_IDEM_HDR + a->rid_len + err_len);
     }
-    MDB_val k = {a->rid_len, (void*)a->rid};
-    MDB_val v = {KV_IDEM_HDR + err_len + ent_len, b};
-    int mrc = mdb_put(a->txn, kv->dbi_idem, &k, &v, 0);
-    if (mrc == 0) {
-        uint8_t kb[8];
-        MDB_val ek = {8, kb};
-        store_put_be64(kb, r->index);
-        mrc = mdb_put(a->txn, kv->dbi_idem_exp, &ek, &k, 0);
+    uint8_t kb[8];
+    MDB_val k = {8, kb};
+    MDB_val v = {total, b};
+    store_put_be64(kb, r->index);
+    int mrc = mdb_put(a->txn, kv->dbi_idem, &k, &v, MDB_APPEND);
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "write idempotency");
     }
-    return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "write idempotency");
+    if (kv_idem_map_insert(&kv->idem, kv_rid_hash(a->rid, a->rid_len),
+                           r->index) != STORE_OK) {
+        return kv_fail(kv, STORE_ENOMEM, "apply: out of memory");
+    }
+    return STORE_OK;
 }
 
 /* Fills the result from a stored record (a retried request). */
 static int kv_idem_answer(struct kv_apply* a, const MDB_val* v) {
     const uint8_t* b = v->mv_data;
-    size_t err_len;
+    size_t err_len = (size_t)b[32] | (size_t)b[33] << 8;
+    size_t rid_len = (size_t)b[34] | (size_t)b[35] << 8;
+    size_t off = KV_IDEM_HDR + rid_len + err_len;
 
-    if (v->mv_size < KV_IDEM_HDR || b[0] != KV_IDEM_VERSION ||
-        v->mv_size <
-            KV_IDEM_HDR + (err_len = (size_t)b[32] | (size_t)b[33] << 8)) {
-        return kv_fail(a->kv, STORE_ECORRUPT,
-                       "%s/data.mdb: idempotency record of %.*s is damaged",
-                       a->kv->dir, (int)a->rid_len, a->rid);
-    }
     a->r->duplicate = true;
     a->r->op = b[2];
     a->r->seq = store_get_le64(b + 16);
     a->r->current_seq = store_get_le64(b + 24);
     if (b[3]) {
-        size_t off = KV_IDEM_HDR + err_len;
         Skein__KVEntry* p =
             skein__kventry__unpack(&a->alloc, v->mv_size - off, b + off);
         if (p == NULL) {
@@ -810,41 +976,76 @@ static int kv_idem_answer(struct kv_apply* a, const MDB_val* v) {
     a->r->status = b[1];
     if (err_len > 0) {
         a->o->has_error = true;
-        return kv_res_str(a, (const char*)b + KV_IDEM_HDR, err_len,
+        return kv_res_str(a, (const char*)b + KV_IDEM_HDR + rid_len, err_len,
                           &a->o->error);
     }
     return STORE_OK;
 }
 
 /*
+ * Finds the record of a->rid through the hash index. Sets *at to its
+ * index (0 if none) and *v to its value.
+ */
+static int kv_idem_find(struct kv_apply* a, raft_index* at, MDB_val* v) {
+    struct kv_state* kv = a->kv;
+    uint64_t h = kv_rid_hash(a->rid, a->rid_len);
+    size_t mask = kv->idem.cap - 1;
+
+    *at = 0;
+    for (size_t i = h & mask; kv->idem.cap > 0 && kv->idem.slots[i].index != 0;
+         i = (i + 1) & mask) {
+        uint8_t kb[8];
+        MDB_val k = {8, kb};
+        const char* rid;
+        size_t len;
+        if (kv->idem.slots[i].hash != h) {
+            continue;
+        }
+        store_put_be64(kb, kv->idem.slots[i].index);
+        int mrc = mdb_get(a->txn, kv->dbi_idem, &k, v);
+        if (mrc != 0 || !kv_idem_rid(v, &rid, &len)) {
+            return mrc != 0 && mrc != MDB_NOTFOUND
+                       ? kv_fail_mdb(kv, mrc, "read idempotency")
+                       : kv_fail(kv, STORE_ECORRUPT,
+                                 "%s/data.mdb: idempotency index and table "
+                                 "disagree",
+                                 kv->dir);
+        }
+        if (len == a->rid_len && memcmp(rid, a->rid, len) == 0) {
+            *at = kv->idem.slots[i].index;
+            return STORE_OK;
+        }
+    }
+    return STORE_OK;
+}
+
+/*
  * Looks the request id up. Sets *answered when a live record answered the
- * entry; deletes the expiry key of an expired record (it is replaced).
+ * entry; deletes an expired record (the new one replaces it).
  */
 static int kv_idem_lookup(struct kv_apply* a, bool* answered) {
     struct kv_state* kv = a->kv;
-    MDB_val k = {a->rid_len, (void*)a->rid};
+    raft_index at;
     MDB_val v;
 
     *answered = false;
-    int mrc = mdb_get(a->txn, kv->dbi_idem, &k, &v);
-    if (mrc == MDB_NOTFOUND) {
-        return STORE_OK;
+    int rv = kv_idem_find(a, &at, &v);
+    if (rv != STORE_OK || at == 0) {
+        return rv;
     }
-    if (mrc != 0) {
-        return kv_fail_mdb(kv, mrc, "read idempotency");
-    }
-    raft_index at =
-        v.mv_size >= 16 ? store_get_le64((uint8_t*)v.mv_data + 8) : 0;
     if (at + kv->st.idem_window >= a->e->index) {
         *answered = true;
         return kv_idem_answer(a, &v);
     }
     uint8_t kb[8];
-    MDB_val ek = {8, kb};
+    MDB_val k = {8, kb};
     store_put_be64(kb, at);
-    mrc = mdb_del(a->txn, kv->dbi_idem_exp, &ek, NULL);
-    return mrc == 0 || mrc == MDB_NOTFOUND ? STORE_OK
-                                           : kv_fail_mdb(kv, mrc, "expire");
+    int mrc = mdb_del(a->txn, kv->dbi_idem, &k, NULL);
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "expire idempotency");
+    }
+    kv_idem_map_remove(&kv->idem, kv_rid_hash(a->rid, a->rid_len), at);
+    return STORE_OK;
 }
 
 /* Deletes records expired for every later entry (index <= applied - w). */
@@ -856,24 +1057,43 @@ static int kv_idem_gc(struct kv_state* kv, MDB_txn* txn) {
         return STORE_OK;
     }
     raft_index limit = kv->st.applied_index - kv->st.idem_window;
-    int mrc = mdb_cursor_open(txn, kv->dbi_idem_exp, &c);
-    while (mrc == 0 && (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0 &&
+    int mrc = mdb_cursor_open(txn, kv->dbi_idem, &c);
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "expire idempotency");
+    }
+    while ((mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0 &&
            store_get_be64(k.mv_data) <= limit) {
-        MDB_val rv;
-        if (mdb_get(txn, kv->dbi_idem, &v, &rv) == 0 && rv.mv_size >= 16 &&
-            store_get_le64((uint8_t*)rv.mv_data + 8) ==
-                store_get_be64(k.mv_data)) {
-            mrc = mdb_del(txn, kv->dbi_idem, &v, NULL);
+        const char* rid;
+        size_t len;
+        if (kv_idem_rid(&v, &rid, &len)) {
+            kv_idem_map_remove(&kv->idem, kv_rid_hash(rid, len),
+                               store_get_be64(k.mv_data));
         }
-        if (mrc == 0) {
-            mrc = mdb_cursor_del(c, 0);
+        mrc = mdb_cursor_del(c, 0);
+        if (mrc != 0) {
+            break;
         }
     }
-    if (mrc == 0 || mrc == MDB_NOTFOUND) {
-        mdb_cursor_close(c);
-        return STORE_OK;
+    mdb_cursor_close(c);
+    return mrc == 0 || mrc == MDB_NOTFOUND
+               ? STORE_OK
+               : kv_fail_mdb(kv, mrc, "expire idempotency");
+}
+
+/* After a failed batch: the hash index must forget what it learnt. */
+static void kv_idem_undo(struct kv_state* kv) {
+    int code = kv->last_error;
+    char msg[STORE_ERRMSG_SIZE];
+
+    memcpy(msg, kv->errmsg, sizeof(msg));
+    if (kv_idem_rebuild(kv) != STORE_OK) {
+        /* The index cannot be trusted: stop rather than answer wrong. */
+        fprintf(stderr, "kv: cannot rebuild the idempotency index: %s\n",
+                kv->errmsg);
+        abort();
     }
-    return kv_fail_mdb(kv, mrc, "expire idempotency");
+    kv->last_error = code;
+    memcpy(kv->errmsg, msg, sizeof(msg));
 }
 
 /* ------------------------------------------------------------------ */
@@ -1092,11 +1312,13 @@ int kv_apply_batch(struct kv_state* kv,
     if (rv != STORE_OK) {
         mdb_txn_abort(txn);
         kv->st = saved;
+        kv_idem_undo(kv);
         return rv;
     }
     rv = store_env_commit(&kv->env, txn);
     if (rv != STORE_OK) {
         kv->st = saved;
+        kv_idem_undo(kv);
         return kv_fail(kv, rv, "%s/data.mdb: commit: %s", kv->dir,
                        store_strerror(rv));
     }
@@ -1161,13 +1383,9 @@ int kv_set_map_size(struct kv_state* kv, size_t bytes) {
 }
 
 void kv_trim_memory(struct kv_state* kv) {
-    MDB_envinfo info;
-
-    if (kv->env.env == NULL || mdb_env_info(kv->env.env, &info) != 0 ||
-        info.me_mapaddr == NULL) {
-        return;
+    if (kv->env.env != NULL) {
+        store_env_trim(&kv->env);
     }
-    madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
 }
 
 /* ------------------------------------------------------------------ */

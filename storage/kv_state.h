@@ -6,8 +6,10 @@
  *  - "kv":       entry id -> packed skein.KVEntry
  *  - "kv_by_key": 0x01 || key -> entry ids (MDB_DUPSORT; the prefix byte
  *                 lets the empty key be indexed)
- *  - "idem":     request id -> the result of the write that carried it
- *  - "idem_exp": log index (u64 big-endian) -> request id, for expiry
+ *  - "idem":     log index (u64 big-endian) of a write that carried a
+ *                request id -> that request id and the write's result
+ *                (appended in index order, expired from the front; looked
+ *                up through an in-memory hash index of the request ids)
  *  - "meta":     "format"; "state" = applied index and term, seq counter,
  *                entry count, state hash, idempotency window, conf index;
  *                "conf" = the bytes of the last CONF entry applied
@@ -21,9 +23,10 @@
  *  - create: id, source_node and created_at were chosen by the proposing
  *    node; a duplicate id is BAD_REQUEST. update: NOT_FOUND, or
  *    CAS_MISMATCH when expected_seq is set and differs from the entry's
- *    seq; an absent key or value keeps the old one. delete: NOT_FOUND or
- *    OK. Every successful write takes the next value of `seq`, a gap-free
- *    counter (create and update store it in the entry).
+ *    seq; an absent key or value keeps the old one. delete: NOT_FOUND,
+ *    CAS_MISMATCH (expected_seq set and different) or OK. Every successful
+ * write takes the next value of `seq`, a gap-free counter (create and update
+ * store it in the entry).
  *  - A command with a request id already in "idem" is answered with the
  *    stored result and not applied again. A stored result expires when the
  *    entry that looks it up lies more than `idem_window` log indexes after

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -440,4 +442,34 @@ int store_env_commit(struct store_env* e, MDB_txn* txn) {
     }
     e->meta_dirty = true;
     return STORE_OK;
+}
+
+size_t store_env_trim(struct store_env* e) {
+    struct stat st;
+    char line[512];
+    size_t advised = 0;
+    char* path = store_path_join(e->dir, "data.mdb");
+
+    if (path == NULL || stat(path, &st) != 0) {
+        free(path);
+        return 0;
+    }
+    free(path);
+    FILE* maps = fopen("/proc/self/maps", "r");
+    if (maps == NULL) {
+        return 0;
+    }
+    while (fgets(line, sizeof(line), maps) != NULL) {
+        unsigned long start, end, ino;
+        unsigned maj, mnr;
+        if (sscanf(line, "%lx-%lx %*s %*s %x:%x %lu", &start, &end, &maj, &mnr,
+                   &ino) == 5 &&
+            ino == (unsigned long)st.st_ino && maj == major(st.st_dev) &&
+            mnr == minor(st.st_dev) &&
+            madvise((void*)start, end - start, MADV_DONTNEED) == 0) {
+            advised += end - start;
+        }
+    }
+    fclose(maps);
+    return advised;
 }

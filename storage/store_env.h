@@ -134,6 +134,15 @@ int store_env_set_map_size(struct store_env* e, size_t bytes);
  */
 int store_env_check_size(struct store_env* e, char* errmsg);
 
+/**
+ * Drops this process's page-table mapping of data.mdb (MADV_DONTNEED on
+ * the read-only shared map LMDB made): the pages stay in the page cache
+ * and fault back in on the next access. Bounds the resident set of a
+ * process whose environment is larger than its memory budget. Returns the
+ * bytes of mappings advised (0 if none was found).
+ */
+size_t store_env_trim(struct store_env* e);
+
 /** Commits `txn` and maps the result; marks the env dirty on success. */
 int store_env_commit(struct store_env* e, MDB_txn* txn);
 

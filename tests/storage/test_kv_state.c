@@ -271,6 +271,13 @@ static void test_update_cas_delete(void** state) {
     apply_update(f, NULL, "id-9", NULL, "x", -1, &r);
     assert_int_equal(r.status, KV_STATUS_NOT_FOUND);
     assert_int_equal(r.seq, 0);
+    /* A conditional delete with a stale seq is refused. */
+    uint32_t len;
+    uint8_t* d = tu_cmd_delete_cas("r6", "id-1", 2, &len);
+    apply_data(f, d, len, &r);
+    assert_int_equal(r.status, KV_STATUS_CAS_MISMATCH);
+    assert_int_equal(r.current_seq, 3);
+    assert_int_equal(stats_of(f->a).count, 1);
     /* Delete takes a seq too, and returns the removed entry. */
     apply_delete(f, "r5", "id-1", &r);
     assert_int_equal(r.status, KV_STATUS_OK);
@@ -415,6 +422,74 @@ static void test_idem_expiry(void** state) {
     }
     free(c_dir);
     free(d_dir);
+}
+
+/* Many request ids, retries inside and outside the window, a reopen (the
+ * hash index is rebuilt) and a failed batch (it is rolled back), checked
+ * against a reference model of the expiry rule. */
+static void test_idem_model(void** state) {
+    struct fix* f = *state;
+    struct kv_options o = {.idem_window = 300};
+    enum { N = 6000, RIDS = 1500 };
+    raft_index* last = calloc(RIDS, sizeof(*last));
+    uint64_t rng = 5;
+    size_t dups = 0, fresh_again = 0;
+
+    kv_close(f->a);
+    store_rmtree(f->a_dir);
+    f->a = open_kv(f->a_dir, &o);
+    for (raft_index i = 1; i <= N; i += 50) {
+        struct raft_entry e[50];
+        uint8_t* owned[50];
+        struct kv_result r[50];
+        size_t rid_of[50];
+        for (size_t j = 0; j < 50; j++) {
+            char rid[16], id[24];
+            rid_of[j] = (size_t)tu_below(&rng, RIDS);
+            snprintf(rid, sizeof(rid), "r%zu", rid_of[j]);
+            snprintf(id, sizeof(id), "id-%llu", (unsigned long long)(i + j));
+            owned[j] = tu_cmd_create(rid, id, "k", "v", &e[j].len);
+            e[j].data = owned[j];
+            e[j].index = i + j;
+            e[j].term = 1;
+            e[j].type = RAFT_ENTRY_NORMAL;
+        }
+        if (i == 2001) {
+            /* A batch that fails (a gap at its end) changes nothing. */
+            raft_index keep = e[49].index;
+            e[49].index += 5;
+            assert_int_equal(kv_apply_batch(f->a, e, 50, r), STORE_EINVAL);
+            e[49].index = keep;
+        }
+        assert_int_equal(kv_apply_batch(f->a, e, 50, r), STORE_OK);
+        for (size_t j = 0; j < 50; j++) {
+            raft_index at = i + j;
+            raft_index prev = last[rid_of[j]];
+            bool dup = prev != 0 && prev + 300 >= at;
+            assert_int_equal(r[j].duplicate, dup);
+            if (dup) {
+                dups++;
+                char id[24];
+                snprintf(id, sizeof(id), "id-%llu", (unsigned long long)prev);
+                assert_string_equal(r[j].entry.id, id);
+            } else {
+                fresh_again += prev != 0;
+                last[rid_of[j]] = at;
+            }
+            free(owned[j]);
+        }
+        if (i == 3001) {
+            kv_close(f->a);
+            f->a = open_kv(f->a_dir, &o);
+        }
+    }
+    printf(
+        "    %d writes: %zu answered from the table, %zu expired and "
+        "applied again\n",
+        N, dups, fresh_again);
+    assert_true(dups > 100 && fresh_again > 100);
+    verify_ok(f->a);
+    free(last);
 }
 
 static void test_malformed(void** state) {
@@ -1026,6 +1101,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idem_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_noop_conf_skip_gap, setup,
                                         teardown),

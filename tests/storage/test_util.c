@@ -212,6 +212,22 @@ void tu_gen_entry(raft_index index,
     e->data = *owned;
 }
 
+uint8_t* tu_cmd_delete_cas(const char* request_id,
+                           const char* id,
+                           uint64_t expected_seq,
+                           uint32_t* len) {
+    Skein__Command cmd = SKEIN__COMMAND__INIT;
+    Skein__DeleteOp op = SKEIN__DELETE_OP__INIT;
+
+    cmd.request_id = (char*)request_id;
+    cmd.op_case = SKEIN__COMMAND__OP_DELETE;
+    cmd.delete_ = &op;
+    op.id = (char*)id;
+    op.has_expected_seq = 1;
+    op.expected_seq = expected_seq;
+    return tu_pack(&cmd, len);
+}
+
 void tu_rss_kib(long* rss, long* hwm, long* anon, long* file) {
     FILE* f = fopen("/proc/self/status", "r");
     char line[256];

@@ -69,6 +69,12 @@ uint8_t* tu_cmd_update(const char* request_id,
 /** Packs a delete of `id`. Malloc'd; caller frees. */
 uint8_t* tu_cmd_delete(const char* request_id, const char* id, uint32_t* len);
 
+/** Packs a delete of `id` conditional on its seq. Malloc'd; caller frees. */
+uint8_t* tu_cmd_delete_cas(const char* request_id,
+                           const char* id,
+                           uint64_t expected_seq,
+                           uint32_t* len);
+
 /**
  * Fills `e` with a pseudo-random command entry for (index, term), the same
  * on every call: mostly creates ("id-<index>", key "k<index % 50>"), some
