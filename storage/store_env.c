@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +22,8 @@
 
 /* Pages LMDB writes when it creates an environment (two meta pages). */
 #define STORE_ENV_META_PAGES 2
+/* Free bytes under which an I/O error is taken for a full file system. */
+#define STORE_ENV_FULL_BYTES ((uint64_t)1 << 20)
 
 void store_errf(char* errmsg, const char* fmt, ...) {
     va_list ap;
@@ -392,11 +395,27 @@ void store_env_close(struct store_env* e) {
     e->lock_fd = -1;
 }
 
+/*
+ * LMDB reports a short page write as EIO ("TODO: Use which error code?"
+ * in mdb_page_flush), which is what a nearly full file system produces.
+ * EIO with (almost) no free space left is therefore disk full.
+ */
+static int store_env_classify(struct store_env* e, int mrc) {
+    struct statvfs vfs;
+    int code = store_err_from_mdb(mrc);
+
+    if (code == STORE_EIO && statvfs(e->dir, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < STORE_ENV_FULL_BYTES) {
+        code = STORE_EDISKFULL;
+    }
+    return code;
+}
+
 int store_env_flush(struct store_env* e) {
     int mrc = mdb_env_sync(e->env, 1);
 
     if (mrc != 0) {
-        return store_err_from_mdb(mrc);
+        return store_env_classify(e, mrc);
     }
     e->meta_dirty = false;
     e->last_flush_ms = store_now_ms();
@@ -438,7 +457,7 @@ int store_env_commit(struct store_env* e, MDB_txn* txn) {
     int mrc = mdb_txn_commit(txn);
 
     if (mrc != 0) {
-        return store_err_from_mdb(mrc);
+        return store_env_classify(e, mrc);
     }
     e->meta_dirty = true;
     return STORE_OK;

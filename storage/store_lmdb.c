@@ -61,6 +61,7 @@ struct store_lmdb {
     int last_error;                  /* STORE_E* of the last operation */
     char errmsg[STORE_ERRMSG_SIZE];  /* message of the last failure */
     struct store_lmdb_stats stats;   /* counters */
+    bool verified;                   /* every entry checked since open */
     struct log_term_slot terms[LOG_TERM_CACHE]; /* recent terms */
 };
 
@@ -632,6 +633,7 @@ int store_lmdb_open(const char* dir,
         free(s);
         return rv;
     }
+    s->verified = !opts->skip_verify;
     log_ok(s);
     *out = s;
     return STORE_OK;
@@ -682,6 +684,13 @@ int store_lmdb_verify(struct store_lmdb* s) {
 static int log_op_load(void* ctx, struct raft_start_state* out) {
     struct store_lmdb* s = ctx;
 
+    /* Never start a core on a log that was not checked end to end. */
+    if (!s->verified) {
+        if (store_lmdb_verify(s) != STORE_OK) {
+            return RAFT_ESTORAGE;
+        }
+        s->verified = true;
+    }
     out->hard_state = s->hs;
     out->snapshot = s->snap;
     out->applied = s->snap.index; /* the state machine is in kv_state */

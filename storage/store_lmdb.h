@@ -27,7 +27,9 @@
  * Verification: store_lmdb_open() scans the whole log and refuses it
  * (STORE_ECORRUPT, message in errmsg) when an entry fails its checksum, a
  * value is shorter than its header says, an index is missing, terms go
- * down, or a meta record is damaged. Every entry read later through the
+ * down, or a meta record is damaged. Opened with skip_verify, the scan
+ * happens in load() instead, which then returns RAFT_ESTORAGE with the
+ * message in store_lmdb_errmsg(). Every entry read later through the
  * raft_storage view is verified again; a mismatch returns RAFT_ESTORAGE and
  * store_lmdb_errmsg() names the entry and the problem.
  *

@@ -5,7 +5,7 @@
  * durability profiles, disk full, and refusal of corrupted, truncated and
  * garbage files.
  */
-#define _GNU_SOURCE /* memmem */
+#define _GNU_SOURCE /* memmem, unshare */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,9 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "kv_state.h"
 #include "store_lmdb.h"
 #include "test_util.h"
 
@@ -466,9 +470,13 @@ static void test_checksum_corruption(void** state) {
     raw_put(f->log_dir, 7, &bad, false);
     expect_refused(f, STORE_ECORRUPT, "entry 7: checksum mismatch");
 
-    /* Opened without the scan, the view still refuses to serve it. */
+    /* Opened without the scan, load() scans and refuses... */
     struct store_lmdb_options o = {.skip_verify = true};
+    struct raft_start_state ss;
     fix_open(f, &o);
+    assert_int_equal(f->st.ops->load(f->st.ctx, &ss), RAFT_ESTORAGE);
+    assert_non_null(strstr(store_lmdb_errmsg(f->s), "entry 7: checksum"));
+    /* ...and the view still refuses to serve the entry. */
     struct raft_entry out[20];
     size_t n;
     assert_int_equal(f->v.entries(f->v.ctx, 1, 21, SIZE_MAX, out, &n),
@@ -605,6 +613,159 @@ static void test_disk_full(void** state) {
     check_range(f, 1, next + 49, 1);
 }
 
+/* The state machine on the same full tmpfs (enospc_child's second part). */
+static int enospc_kv(const char* dir) {
+    char err[STORE_ERRMSG_SIZE];
+    char* state_dir = tu_path(dir, "state");
+    char* filler = tu_path(dir, "filler2");
+    struct kv_state* kv;
+    char value[1024];
+    raft_index next = 1;
+    int rv = STORE_OK;
+
+    if (kv_open(state_dir, NULL, &kv, err) != STORE_OK) {
+        fprintf(stderr, "kv open: %s\n", err);
+        return 1;
+    }
+    memset(value, 'x', sizeof(value) - 1);
+    value[sizeof(value) - 1] = '\0';
+    FILE* fp = fopen(filler, "wb");
+    for (int i = 0; i < 16; i++) {
+        fwrite(value, 1, sizeof(value), fp);
+    }
+    fclose(fp);
+    struct raft_entry e;
+    uint8_t* data = NULL;
+    while (rv == STORE_OK && next < 100000) {
+        char id[32];
+        snprintf(id, sizeof(id), "id-%06llu", (unsigned long long)next);
+        free(data);
+        data = tu_cmd_create(id, id, "k", value, &e.len);
+        e.data = data;
+        e.index = next;
+        e.term = 1;
+        e.type = RAFT_ENTRY_NORMAL;
+        rv = kv_apply_batch(kv, &e, 1, NULL);
+        next += rv == STORE_OK;
+    }
+    if (rv != STORE_EDISKFULL || kv_applied_index(kv) != next - 1) {
+        fprintf(stderr, "kv: expected disk full, got %d: %s\n", rv,
+                kv_errmsg(kv));
+        return 1;
+    }
+    printf("    state ENOSPC after %llu entries: %s\n",
+           (unsigned long long)(next - 1), kv_errmsg(kv));
+    unlink(filler);
+    if (kv_apply_batch(kv, &e, 1, NULL) != STORE_OK ||
+        kv_verify(kv, NULL, err) != STORE_OK) {
+        fprintf(stderr, "kv after freeing: %s %s\n", kv_errmsg(kv), err);
+        return 1;
+    }
+    free(data);
+    kv_close(kv);
+    free(state_dir);
+    free(filler);
+    return 0;
+}
+
+/*
+ * A real ENOSPC (not the LMDB map): in a child with its own mount
+ * namespace, a 1 MiB tmpfs holds a filler file, the log and a state. Both
+ * are written until the file system is full: clean STORE_EDISKFULL,
+ * nothing half-written, reads work; after the filler is removed the same
+ * writes succeed. Skipped where mounting is not allowed.
+ */
+static int enospc_child(const char* dir) {
+    char err[STORE_ERRMSG_SIZE];
+    struct fix f;
+    char* filler = tu_path(dir, "filler");
+    uint8_t block[4096];
+
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", dir, "tmpfs", 0, "size=1m") != 0) {
+        return 77;
+    }
+    memset(block, 0xab, sizeof(block));
+    FILE* fp = fopen(filler, "wb");
+    for (int i = 0; i < 48; i++) {
+        fwrite(block, 1, sizeof(block), fp);
+    }
+    fclose(fp);
+    memset(&f, 0, sizeof(f));
+    f.log_dir = tu_path(dir, "log");
+    if (store_lmdb_open(f.log_dir, NULL, &f.s, err) != STORE_OK) {
+        fprintf(stderr, "open: %s\n", err);
+        return 1;
+    }
+    store_lmdb_store(f.s, &f.st);
+    f.st.ops->storage(f.st.ctx, &f.v);
+    raft_index next = 1;
+    int rv = RAFT_OK;
+    while (rv == RAFT_OK && next < 1000000) {
+        rv = append_range(&f, next, next + 19, 1);
+        if (rv == RAFT_OK) {
+            raft_index di;
+            raft_term dt;
+            rv = f.st.ops->sync(f.st.ctx, &di, &dt);
+            next += 20;
+        }
+    }
+    if (rv != RAFT_ENOMEM || store_lmdb_last_error(f.s) != STORE_EDISKFULL) {
+        fprintf(stderr, "expected disk full, got %d: %s\n", rv,
+                store_lmdb_errmsg(f.s));
+        return 1;
+    }
+    printf("    ENOSPC after %llu entries: %s\n",
+           (unsigned long long)(next - 1), store_lmdb_errmsg(f.s));
+    if (store_lmdb_last_index(f.s) != next - 1) {
+        return 1;
+    }
+    check_range(&f, 1, next - 1, 1);
+    unlink(filler);
+    if (append_range(&f, next, next + 19, 1) != RAFT_OK) {
+        fprintf(stderr, "after freeing: %s\n", store_lmdb_errmsg(f.s));
+        return 1;
+    }
+    sync_to(&f, next + 19, 1);
+    store_lmdb_close(f.s);
+    if (store_lmdb_open(f.log_dir, NULL, &f.s, err) != STORE_OK) {
+        fprintf(stderr, "reopen: %s\n", err);
+        return 1;
+    }
+    store_lmdb_store(f.s, &f.st);
+    f.st.ops->storage(f.st.ctx, &f.v);
+    check_range(&f, 1, next + 19, 1);
+    store_lmdb_close(f.s);
+    free(f.log_dir);
+    free(filler);
+    return enospc_kv(dir);
+}
+
+static void test_enospc(void** state) {
+    struct fix* f = *state;
+    char* dir = tu_path(f->dir, "tiny");
+
+    assert_int_equal(mkdir(dir, 0755), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int rc = enospc_child(dir);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(rc);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77) {
+        printf("    skipped: cannot mount a tmpfs here\n");
+    } else {
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_empty, setup, teardown),
@@ -627,6 +788,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_truncated_and_garbage, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enospc, setup, teardown),
     };
     return cmocka_run_group_tests_name("store_lmdb", tests, NULL, NULL);
 }
