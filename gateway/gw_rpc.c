@@ -1,0 +1,835 @@
+/*
+ * gw_rpc.c - the gateway's nng client: one REQ socket per node, one nng
+ * context per request, leader following and the status probe.
+ *
+ * Why one socket per node: REQ load-balances over every pipe of a socket,
+ * so a socket dialled to several nodes would send a write to any of them
+ * (NOTES.md, nng). Why our own retry loop: REQ's automatic resend is off
+ * (NNG_OPT_REQ_RESENDTIME = infinite), because a resent write reaching a
+ * second node is a duplicate we did not choose; we resend only when we
+ * know why, with the same request_id, and only until the deadline.
+ *
+ * A request's fate is classified per attempt:
+ *   - never sent (no pipe, or the send did not complete): safe to retry;
+ *   - sent, then the connection dropped or no reply came in time: a write
+ *     may have been applied ("maybe applied"); retrying it elsewhere is safe
+ *     only because the node deduplicates by request_id;
+ *   - a reply: its status decides (NOT_LEADER is followed, NO_QUORUM and
+ *     UNKNOWN_OUTCOME are retried after a back-off, the rest is final).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gw_internal.h"
+
+/* Attempts of one request, whatever happens (bounds the loop). */
+#define GW_RPC_MAX_ATTEMPTS 64
+/* Poll period while waiting for a reply, to notice a lost connection. */
+#define GW_RPC_POLL_MS 20
+/* Back-off between rounds while waiting for a leader or a connection. */
+#define GW_RPC_BACKOFF_MIN_MS 10
+#define GW_RPC_BACKOFF_MAX_MS 200
+/* Timeout of one status probe. */
+#define GW_PROBE_TIMEOUT_MS 1000
+
+/* Result of one attempt at one node. */
+enum gw_once {
+    GW_ONCE_OK,          /* *reply set */
+    GW_ONCE_UNREACHABLE, /* not sent */
+    GW_ONCE_LOST,        /* sent; the connection dropped before a reply */
+    GW_ONCE_TIMEOUT,     /* sent; no reply before the timeout */
+    GW_ONCE_BAD,         /* a reply that does not decode or is foreign */
+};
+
+/* Completion of one aio, signalled from nng's callback thread. */
+struct gw_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    bool done;
+};
+
+int64_t gw_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t gw_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void gw_sleep_ms(int64_t ms) {
+    if (ms <= 0) {
+        return;
+    }
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+                          .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Absolute CLOCK_MONOTONIC time `ms` from now, for timed waits. */
+static struct timespec gw_abstime_in(int64_t ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static int gw_cond_init_monotonic(pthread_cond_t* cv) {
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) {
+        return -1;
+    }
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int rv = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return rv == 0 ? 0 : -1;
+}
+
+/* ---- node sockets ------------------------------------------------------ */
+
+/* Keeps gw_node.pipes and .disconnects current (nng's thread). */
+static void gw_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void* arg) {
+    struct gw_node* n = arg;
+    (void)pipe;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        atomic_fetch_add(&n->pipes, 1);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        /* Never below zero, should nng report a removal without an add. */
+        int cur = atomic_load(&n->pipes);
+        while (cur > 0 &&
+               !atomic_compare_exchange_weak(&n->pipes, &cur, cur - 1)) {
+        }
+        atomic_fetch_add(&n->disconnects, 1);
+    }
+}
+
+static int gw_node_open(struct gw* gw, struct gw_node* n) {
+    int rv = nng_req0_open(&n->sock);
+    if (rv != 0) {
+        return rv;
+    }
+    n->open = true;
+    /* No automatic resend: duplicates must be our decision (NOTES.md). */
+    if ((rv = nng_socket_set_ms(n->sock, NNG_OPT_REQ_RESENDTIME,
+                                NNG_DURATION_INFINITE)) != 0 ||
+        (rv = nng_socket_set_size(n->sock, NNG_OPT_RECVMAXSZ,
+                                  gw->cfg.recv_max_bytes)) != 0 ||
+        (rv = nng_socket_set_ms(n->sock, NNG_OPT_RECONNMINT, 20)) != 0 ||
+        (rv = nng_socket_set_ms(n->sock, NNG_OPT_RECONNMAXT, 500)) != 0 ||
+        (rv = nng_pipe_notify(n->sock, NNG_PIPE_EV_ADD_POST, gw_pipe_cb, n)) !=
+            0 ||
+        (rv = nng_pipe_notify(n->sock, NNG_PIPE_EV_REM_POST, gw_pipe_cb, n)) !=
+            0) {
+        return rv;
+    }
+    /* Non-blocking: a node that is down is redialled in the background. */
+    return nng_dial(n->sock, n->url, NULL, NNG_FLAG_NONBLOCK);
+}
+
+int gw_rpc_open(struct gw* gw) {
+    for (size_t i = 0; i < gw->node_count; i++) {
+        struct gw_node* n = &gw->nodes[i];
+        int rv = gw_node_open(gw, n);
+        if (rv != 0) {
+            if (!gw->cfg.quiet) {
+                fprintf(stderr, "skein-gateway: node %s: %s\n", n->url,
+                        nng_strerror(rv));
+            }
+            return GW_ENNG;
+        }
+    }
+    return GW_OK;
+}
+
+void gw_rpc_close(struct gw* gw) {
+    for (size_t i = 0; i < gw->node_count; i++) {
+        if (gw->nodes[i].open) {
+            nng_close(gw->nodes[i].sock);
+            gw->nodes[i].open = false;
+        }
+    }
+}
+
+int gw_node_by_id(struct gw* gw, uint64_t id) {
+    if (id == 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < gw->node_count; i++) {
+        if (atomic_load(&gw->nodes[i].id) == id) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static bool gw_node_connected(struct gw* gw, int i) {
+    return atomic_load(&gw->nodes[i].pipes) > 0;
+}
+
+static bool gw_any_connected(struct gw* gw) {
+    for (size_t i = 0; i < gw->node_count; i++) {
+        if (gw_node_connected(gw, (int)i)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- one attempt ------------------------------------------------------- */
+
+static void gw_wait_cb(void* arg) {
+    struct gw_wait* w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/*
+ * Waits for the aio to complete. If the node loses its connection
+ * meanwhile (a pipe removal since `gen0`), cancels the aio so the caller
+ * can retry elsewhere at once instead of waiting for the timeout. Returns
+ * true if it cancelled for that reason.
+ */
+static bool gw_wait_aio(struct gw_wait* w,
+                        nng_aio* aio,
+                        struct gw_node* n,
+                        uint64_t gen0) {
+    bool cancelled = false;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        struct timespec until = gw_abstime_in(GW_RPC_POLL_MS);
+        pthread_cond_timedwait(&w->cv, &w->mu, &until);
+        if (!w->done && !cancelled && atomic_load(&n->disconnects) != gen0) {
+            pthread_mutex_unlock(&w->mu);
+            nng_aio_cancel(aio);
+            pthread_mutex_lock(&w->mu);
+            cancelled = true;
+        }
+    }
+    w->done = false;
+    pthread_mutex_unlock(&w->mu);
+    return cancelled;
+}
+
+/* Decodes and checks a reply message (freed here). */
+static enum gw_once gw_decode_reply(struct gw* gw,
+                                    nng_msg* msg,
+                                    Skein__Envelope** reply) {
+    Skein__Envelope* env = skein__envelope__unpack(
+        NULL, nng_msg_len(msg), (const uint8_t*)nng_msg_body(msg));
+    nng_msg_free(msg);
+    if (env == NULL) {
+        return GW_ONCE_BAD;
+    }
+    if (env->has_cluster_id && env->cluster_id != 0 &&
+        gw->cfg.cluster_id != 0 && env->cluster_id != gw->cfg.cluster_id) {
+        skein__envelope__free_unpacked(env, NULL);
+        return GW_ONCE_BAD;
+    }
+    *reply = env;
+    return GW_ONCE_OK;
+}
+
+/* Sends then receives on an open context and aio. */
+static enum gw_once gw_send_recv(struct gw* gw,
+                                 struct gw_node* n,
+                                 nng_ctx ctx,
+                                 nng_aio* aio,
+                                 struct gw_wait* w,
+                                 const uint8_t* buf,
+                                 size_t len,
+                                 int64_t timeout_ms,
+                                 Skein__Envelope** reply) {
+    nng_msg* msg;
+    if (nng_msg_alloc(&msg, len) != 0) {
+        return GW_ONCE_UNREACHABLE;
+    }
+    if (len > 0) {
+        memcpy(nng_msg_body(msg), buf, len);
+    }
+    int64_t start = gw_now_ms();
+    uint64_t gen0 = atomic_load(&n->disconnects);
+    nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
+    nng_aio_set_msg(aio, msg);
+    nng_ctx_send(ctx, aio);
+    gw_wait_aio(w, aio, n, gen0);
+    if (nng_aio_result(aio) != 0) {
+        /* The REQ send completes once a pipe took the message: not sent. */
+        nng_msg_free(nng_aio_get_msg(aio));
+        return GW_ONCE_UNREACHABLE;
+    }
+    atomic_fetch_add(&gw->metrics.rpc_sent, 1);
+    int64_t left = timeout_ms - (gw_now_ms() - start);
+    nng_aio_set_timeout(aio, (nng_duration)(left > 1 ? left : 1));
+    nng_ctx_recv(ctx, aio);
+    bool lost = gw_wait_aio(w, aio, n, gen0);
+    int rv = nng_aio_result(aio);
+    if (rv != 0) {
+        atomic_fetch_add(&gw->metrics.rpc_failed, 1);
+        return (rv == NNG_ETIMEDOUT && !lost) ? GW_ONCE_TIMEOUT : GW_ONCE_LOST;
+    }
+    return gw_decode_reply(gw, nng_aio_get_msg(aio), reply);
+}
+
+/* One request to node `idx` with its own context. */
+static enum gw_once gw_rpc_once(struct gw* gw,
+                                int idx,
+                                const uint8_t* buf,
+                                size_t len,
+                                int64_t timeout_ms,
+                                Skein__Envelope** reply) {
+    struct gw_node* n = &gw->nodes[idx];
+    *reply = NULL;
+    if (!gw_node_connected(gw, idx)) {
+        atomic_fetch_add(&gw->metrics.rpc_unreachable, 1);
+        return GW_ONCE_UNREACHABLE;
+    }
+    struct gw_wait w = {.done = false};
+    if (pthread_mutex_init(&w.mu, NULL) != 0) {
+        return GW_ONCE_UNREACHABLE;
+    }
+    if (gw_cond_init_monotonic(&w.cv) != 0) {
+        pthread_mutex_destroy(&w.mu);
+        return GW_ONCE_UNREACHABLE;
+    }
+    enum gw_once result = GW_ONCE_UNREACHABLE;
+    nng_ctx ctx;
+    nng_aio* aio = NULL;
+    if (nng_ctx_open(&ctx, n->sock) != 0) {
+        goto out;
+    }
+    if (nng_aio_alloc(&aio, gw_wait_cb, &w) == 0) {
+        result = gw_send_recv(gw, n, ctx, aio, &w, buf, len, timeout_ms, reply);
+        nng_aio_free(aio); /* stops it first */
+    }
+    nng_ctx_close(ctx);
+out:
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    if (result == GW_ONCE_BAD) {
+        atomic_fetch_add(&gw->metrics.rpc_bad_reply, 1);
+    }
+    if (result == GW_ONCE_OK) {
+        atomic_store(&n->last_seen_ms, gw_now_ms());
+    }
+    return result;
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+struct gw_reply_info gw_reply_info(const Skein__Envelope* reply) {
+    struct gw_reply_info info = {
+        .valid = false, .status = SKEIN__CLIENT_RESPONSE__STATUS__INTERNAL};
+    if (reply == NULL) {
+        return info;
+    }
+    if (reply->body_case == SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE &&
+        reply->client_response != NULL) {
+        const Skein__ClientResponse* cr = reply->client_response;
+        info.valid = true;
+        info.status = (int)cr->status;
+        info.leader_hint = cr->has_leader_hint ? cr->leader_hint : 0;
+        info.leader_url = cr->leader_url;
+        info.leader_http = cr->leader_http_address != NULL
+                               ? cr->leader_http_address
+                               : cr->leader_address;
+        info.error = cr->error;
+    } else if (reply->body_case == SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE &&
+               reply->admin_response != NULL) {
+        const Skein__AdminResponse* ar = reply->admin_response;
+        info.valid = true;
+        info.status = (int)ar->status;
+        info.leader_hint = ar->has_leader_hint ? ar->leader_hint : 0;
+        info.error = ar->error;
+    }
+    return info;
+}
+
+/* The reply body a request expects, or NOT_SET for "any". */
+static Skein__Envelope__BodyCase gw_expected_reply(const Skein__Envelope* req) {
+    switch (req->body_case) {
+        case SKEIN__ENVELOPE__BODY_CLIENT_REQUEST:
+            return SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE;
+        case SKEIN__ENVELOPE__BODY_ADMIN_REQUEST:
+            return SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE;
+        default:
+            return SKEIN__ENVELOPE__BODY__NOT_SET;
+    }
+}
+
+/* The node a NOT_LEADER reply points to, or -1. */
+static int gw_resolve_leader(struct gw* gw, const struct gw_reply_info* info) {
+    int idx = gw_node_by_id(gw, info->leader_hint);
+    if (idx >= 0) {
+        return idx;
+    }
+    if (info->leader_url != NULL && info->leader_url[0] != '\0') {
+        for (size_t i = 0; i < gw->node_count; i++) {
+            if (strcmp(gw->nodes[i].url, info->leader_url) == 0) {
+                return (int)i;
+            }
+        }
+    }
+    return -1;
+}
+
+void gw_rpc_result_free(struct gw_rpc_result* res) {
+    if (res->reply != NULL) {
+        skein__envelope__free_unpacked(res->reply, NULL);
+    }
+    res->reply = NULL;
+    res->outcome = GW_RPC_UNAVAILABLE;
+    res->node = -1;
+    res->detail[0] = '\0';
+}
+
+/* ---- the retry loop ---------------------------------------------------- */
+
+/* State of one gw_rpc call. */
+struct gw_rpc_state {
+    struct gw* gw;
+    const struct gw_rpc_opts* opts;
+    int64_t start_ms;
+    int64_t deadline_ms;
+    uint32_t tried;        /* nodes tried in this round (bit per index) */
+    int forced;            /* next node to try (a leader hint), or -1 */
+    bool maybe_applied;    /* a write was sent without an answer */
+    int64_t backoff_ms;    /* next back-off */
+    Skein__Envelope* last; /* last retryable reply (NOT_LEADER...) */
+    int last_node;
+    char detail[160];
+};
+
+/* Picks the next node to try, or -1 when none is available now. */
+static int gw_pick(struct gw_rpc_state* st) {
+    struct gw* gw = st->gw;
+    const struct gw_rpc_opts* o = st->opts;
+    if (o->target == GW_TARGET_NODE) {
+        if ((st->tried & (1u << o->node)) != 0 ||
+            !gw_node_connected(gw, o->node)) {
+            return -1;
+        }
+        return o->node;
+    }
+    if (st->forced >= 0) {
+        int f = st->forced;
+        st->forced = -1;
+        if (gw_node_connected(gw, f)) {
+            return f;
+        }
+    }
+    if (o->target == GW_TARGET_LEADER) {
+        int l = atomic_load(&gw->leader);
+        if (l >= 0 && (st->tried & (1u << l)) == 0 &&
+            gw_node_connected(gw, l)) {
+            return l;
+        }
+    }
+    unsigned start = atomic_fetch_add(&gw->rr, 1u);
+    for (size_t k = 0; k < gw->node_count; k++) {
+        int i = (int)((start + k) % gw->node_count);
+        if ((st->tried & (1u << i)) == 0 && gw_node_connected(gw, i)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Nothing to try now: wait a little, or return false to give up. */
+static bool gw_wait_round(struct gw_rpc_state* st) {
+    struct gw* gw = st->gw;
+    int64_t now = gw_now_ms();
+    int64_t waited = now - st->start_ms;
+    if (st->opts->no_retry && st->tried != 0) {
+        return false;
+    }
+    if (st->opts->target == GW_TARGET_NODE && st->tried != 0) {
+        return false;
+    }
+    bool connected = st->opts->target == GW_TARGET_NODE
+                         ? gw_node_connected(gw, st->opts->node)
+                         : gw_any_connected(gw);
+    if (!connected) {
+        if (waited >= (int64_t)gw->cfg.connect_wait_ms) {
+            snprintf(st->detail, sizeof st->detail,
+                     "no node is reachable (waited %lld ms)",
+                     (long long)waited);
+            return false;
+        }
+    } else if (waited >= (int64_t)gw->cfg.leader_wait_ms) {
+        if (st->detail[0] == '\0') {
+            snprintf(st->detail, sizeof st->detail,
+                     "no node could serve the request (waited %lld ms)",
+                     (long long)waited);
+        }
+        return false;
+    }
+    int64_t nap = st->backoff_ms;
+    if (nap > st->deadline_ms - now) {
+        nap = st->deadline_ms - now;
+    }
+    gw_sleep_ms(nap);
+    st->backoff_ms = st->backoff_ms * 2 > GW_RPC_BACKOFF_MAX_MS
+                         ? GW_RPC_BACKOFF_MAX_MS
+                         : st->backoff_ms * 2;
+    st->tried = 0;
+    return true;
+}
+
+static void gw_keep_last(struct gw_rpc_state* st,
+                         Skein__Envelope* reply,
+                         int idx) {
+    if (st->last != NULL) {
+        skein__envelope__free_unpacked(st->last, NULL);
+    }
+    st->last = reply;
+    st->last_node = idx;
+}
+
+/* Handles a decoded reply. Returns true if it is final (taken into res). */
+static bool gw_on_reply(struct gw_rpc_state* st,
+                        int idx,
+                        Skein__Envelope* reply,
+                        struct gw_rpc_result* res) {
+    struct gw* gw = st->gw;
+    struct gw_reply_info info = gw_reply_info(reply);
+    if (!info.valid || st->opts->no_retry) {
+        res->reply = reply;
+        res->node = idx;
+        res->outcome = GW_RPC_REPLY;
+        return true;
+    }
+    switch (info.status) {
+        case SKEIN__CLIENT_RESPONSE__STATUS__NOT_LEADER: {
+            atomic_fetch_add(&gw->metrics.leader_redirects, 1);
+            int hint = gw_resolve_leader(gw, &info);
+            int expected = idx;
+            atomic_compare_exchange_strong(&gw->leader, &expected, -1);
+            if (hint >= 0 && hint != idx && (st->tried & (1u << hint)) == 0) {
+                atomic_store(&gw->leader, hint);
+                st->forced = hint;
+            } else if (info.leader_hint != 0 && hint < 0) {
+                gw_probe_kick(gw); /* learn the unknown leader's id */
+            }
+            gw_keep_last(st, reply, idx);
+            return false;
+        }
+        case SKEIN__CLIENT_RESPONSE__STATUS__NO_QUORUM:
+            gw_keep_last(st, reply, idx);
+            return false;
+        case SKEIN__CLIENT_RESPONSE__STATUS__UNKNOWN_OUTCOME:
+            /* Retry with the same request_id: never applied twice. */
+            st->maybe_applied = true;
+            atomic_fetch_add(&gw->metrics.write_retries, 1);
+            gw_keep_last(st, reply, idx);
+            st->tried = 0;
+            gw_sleep_ms(st->backoff_ms < st->deadline_ms - gw_now_ms()
+                            ? st->backoff_ms
+                            : st->deadline_ms - gw_now_ms());
+            return false;
+        default:
+            res->reply = reply;
+            res->node = idx;
+            res->outcome = GW_RPC_REPLY;
+            return true;
+    }
+}
+
+/* Handles an attempt that got no reply. Returns true to stop. */
+static bool gw_on_failure(struct gw_rpc_state* st,
+                          int idx,
+                          enum gw_once r,
+                          struct gw_rpc_result* res) {
+    struct gw* gw = st->gw;
+    int expected = idx;
+    atomic_compare_exchange_strong(&gw->leader, &expected, -1);
+    const char* url = gw->nodes[idx].url;
+    switch (r) {
+        case GW_ONCE_UNREACHABLE:
+            snprintf(st->detail, sizeof st->detail, "node %s is unreachable",
+                     url);
+            return false;
+        case GW_ONCE_LOST:
+        case GW_ONCE_TIMEOUT:
+            snprintf(st->detail, sizeof st->detail,
+                     r == GW_ONCE_LOST ? "connection to node %s lost"
+                                       : "no reply from node %s in time",
+                     url);
+            if (st->opts->write) {
+                st->maybe_applied = true;
+                atomic_fetch_add(&gw->metrics.write_retries, 1);
+            }
+            return st->opts->no_retry;
+        default:
+            snprintf(st->detail, sizeof st->detail,
+                     "node %s sent a reply that does not decode", url);
+            res->outcome = st->opts->write ? GW_RPC_UNKNOWN : GW_RPC_BAD_REPLY;
+            return true;
+    }
+}
+
+/* The outcome when no final reply came before the deadline. */
+static void gw_rpc_finish(struct gw_rpc_state* st, struct gw_rpc_result* res) {
+    if (st->opts->write && st->maybe_applied) {
+        res->outcome = GW_RPC_UNKNOWN;
+        if (st->detail[0] == '\0') {
+            snprintf(st->detail, sizeof st->detail,
+                     "the write was sent but not confirmed before the "
+                     "deadline");
+        }
+        return;
+    }
+    if (st->last != NULL) {
+        res->reply = st->last;
+        res->node = st->last_node;
+        st->last = NULL;
+        res->outcome = GW_RPC_REPLY;
+        return;
+    }
+    res->outcome = GW_RPC_UNAVAILABLE;
+    if (st->detail[0] == '\0') {
+        snprintf(st->detail, sizeof st->detail,
+                 "no node answered before the deadline");
+    }
+}
+
+static void gw_rpc_loop(struct gw_rpc_state* st,
+                        const uint8_t* buf,
+                        size_t len,
+                        Skein__Envelope__BodyCase expect,
+                        struct gw_rpc_result* res) {
+    struct gw* gw = st->gw;
+    for (int attempt = 0; attempt < GW_RPC_MAX_ATTEMPTS; attempt++) {
+        int64_t now = gw_now_ms();
+        if (now >= st->deadline_ms) {
+            return;
+        }
+        int idx = gw_pick(st);
+        if (idx < 0) {
+            if (!gw_wait_round(st)) {
+                return;
+            }
+            continue;
+        }
+        st->tried |= 1u << idx;
+        int64_t timeout = st->deadline_ms - now;
+        if (!st->opts->write && st->opts->target == GW_TARGET_ANY &&
+            gw->node_count > 1 && timeout > 400) {
+            timeout /= 2; /* leave time to ask another node */
+        }
+        Skein__Envelope* reply = NULL;
+        enum gw_once r = gw_rpc_once(gw, idx, buf, len, timeout, &reply);
+        if (r == GW_ONCE_OK && expect != SKEIN__ENVELOPE__BODY__NOT_SET &&
+            reply->body_case != expect) {
+            skein__envelope__free_unpacked(reply, NULL);
+            reply = NULL;
+            r = GW_ONCE_BAD;
+        }
+        if (r == GW_ONCE_OK) {
+            if (gw_on_reply(st, idx, reply, res)) {
+                return;
+            }
+        } else if (gw_on_failure(st, idx, r, res)) {
+            return;
+        }
+    }
+}
+
+enum gw_outcome gw_rpc(struct gw* gw,
+                       Skein__Envelope* req,
+                       const struct gw_rpc_opts* opts,
+                       int64_t deadline_ms,
+                       struct gw_rpc_result* res) {
+    memset(res, 0, sizeof *res);
+    res->node = -1;
+    res->outcome = GW_RPC_UNAVAILABLE;
+    req->has_cluster_id = true;
+    req->cluster_id = gw->cfg.cluster_id;
+    size_t len = skein__envelope__get_packed_size(req);
+    uint8_t* buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        snprintf(res->detail, sizeof res->detail, "out of memory");
+        return res->outcome;
+    }
+    skein__envelope__pack(req, buf);
+    struct gw_rpc_state st = {.gw = gw,
+                              .opts = opts,
+                              .start_ms = gw_now_ms(),
+                              .deadline_ms = deadline_ms,
+                              .forced = -1,
+                              .backoff_ms = GW_RPC_BACKOFF_MIN_MS,
+                              .last_node = -1};
+    res->outcome = (enum gw_outcome) - 1;
+    gw_rpc_loop(&st, buf, len, gw_expected_reply(req), res);
+    free(buf);
+    if (res->outcome == (enum gw_outcome) - 1) {
+        gw_rpc_finish(&st, res);
+    }
+    if (st.last != NULL) {
+        skein__envelope__free_unpacked(st.last, NULL);
+    }
+    if (res->outcome != GW_RPC_REPLY) {
+        snprintf(res->detail, sizeof res->detail, "%s",
+                 st.detail[0] != '\0' ? st.detail : "no reply");
+    }
+    return res->outcome;
+}
+
+/* ---- status probe ------------------------------------------------------ */
+
+/* Probes node i; returns its status reply (owned) or NULL. */
+static Skein__Envelope* gw_probe_node(struct gw* gw, int i) {
+    Skein__StatusRequest sr = SKEIN__STATUS_REQUEST__INIT;
+    Skein__AdminRequest ar = SKEIN__ADMIN_REQUEST__INIT;
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    ar.op_case = SKEIN__ADMIN_REQUEST__OP_STATUS;
+    ar.status = &sr;
+    env.body_case = SKEIN__ENVELOPE__BODY_ADMIN_REQUEST;
+    env.admin_request = &ar;
+    env.has_cluster_id = true;
+    env.cluster_id = gw->cfg.cluster_id;
+    uint8_t buf[64];
+    size_t len = skein__envelope__get_packed_size(&env);
+    if (len > sizeof buf) {
+        return NULL;
+    }
+    skein__envelope__pack(&env, buf);
+    atomic_fetch_add(&gw->metrics.probes, 1);
+    Skein__Envelope* reply = NULL;
+    if (gw_rpc_once(gw, i, buf, len, GW_PROBE_TIMEOUT_MS, &reply) !=
+        GW_ONCE_OK) {
+        return NULL;
+    }
+    if (reply->body_case != SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE ||
+        reply->admin_response->result_case !=
+            SKEIN__ADMIN_RESPONSE__RESULT_NODE_STATUS ||
+        reply->admin_response->node_status == NULL) {
+        skein__envelope__free_unpacked(reply, NULL);
+        return NULL;
+    }
+    return reply;
+}
+
+/* One probe round: learns ids and roles, then who leads. */
+static void gw_probe_round(struct gw* gw) {
+    int leader = -1;
+    uint64_t leader_term = 0;
+    uint64_t hinted_id = 0;
+    bool any = false;
+    for (size_t i = 0; i < gw->node_count; i++) {
+        struct gw_node* n = &gw->nodes[i];
+        if (!gw_node_connected(gw, (int)i)) {
+            atomic_store(&n->role, -1);
+            continue;
+        }
+        Skein__Envelope* reply = gw_probe_node(gw, (int)i);
+        if (reply == NULL) {
+            continue;
+        }
+        any = true;
+        const Skein__StatusResponse* s = reply->admin_response->node_status;
+        if (s->node_id != 0) {
+            atomic_store(&n->id, s->node_id);
+        }
+        atomic_store(&n->role, (int)s->role);
+        if (s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER &&
+            (leader < 0 || s->term > leader_term)) {
+            leader = (int)i;
+            leader_term = s->term;
+        } else if (s->leader_id != 0) {
+            hinted_id = s->leader_id;
+        }
+        skein__envelope__free_unpacked(reply, NULL);
+    }
+    if (leader < 0) {
+        leader = gw_node_by_id(gw, hinted_id);
+    }
+    if (leader >= 0 || any) {
+        atomic_store(&gw->leader, leader);
+    }
+}
+
+static void* gw_probe_main(void* arg) {
+    struct gw* gw = arg;
+    pthread_mutex_lock(&gw->probe_mu);
+    while (!gw->probe_stop) {
+        gw->probe_kick = false;
+        pthread_mutex_unlock(&gw->probe_mu);
+        gw_probe_round(gw);
+        pthread_mutex_lock(&gw->probe_mu);
+        struct timespec until = gw_abstime_in(gw->cfg.probe_interval_ms);
+        while (!gw->probe_stop && !gw->probe_kick) {
+            if (pthread_cond_timedwait(&gw->probe_cv, &gw->probe_mu, &until) ==
+                ETIMEDOUT) {
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&gw->probe_mu);
+    return NULL;
+}
+
+int gw_probe_start(struct gw* gw) {
+    if (pthread_mutex_init(&gw->probe_mu, NULL) != 0) {
+        return GW_ENOMEM;
+    }
+    if (gw_cond_init_monotonic(&gw->probe_cv) != 0) {
+        pthread_mutex_destroy(&gw->probe_mu);
+        return GW_ENOMEM;
+    }
+    gw->probe_stop = false;
+    gw->probe_kick = false;
+    gw->probe_ready = true;
+    if (gw->cfg.probe_interval_ms == UINT32_MAX) {
+        gw->probe_started = false;
+        return GW_OK; /* disabled; the mutex and cv still exist */
+    }
+    if (pthread_create(&gw->probe_thread, NULL, gw_probe_main, gw) != 0) {
+        pthread_cond_destroy(&gw->probe_cv);
+        pthread_mutex_destroy(&gw->probe_mu);
+        gw->probe_ready = false;
+        return GW_ENOMEM;
+    }
+    gw->probe_started = true;
+    return GW_OK;
+}
+
+void gw_probe_kick(struct gw* gw) {
+    if (!gw->probe_ready) {
+        return;
+    }
+    pthread_mutex_lock(&gw->probe_mu);
+    gw->probe_kick = true;
+    pthread_cond_signal(&gw->probe_cv);
+    pthread_mutex_unlock(&gw->probe_mu);
+}
+
+void gw_probe_stop(struct gw* gw) {
+    if (!gw->probe_ready) {
+        return;
+    }
+    pthread_mutex_lock(&gw->probe_mu);
+    gw->probe_stop = true;
+    pthread_cond_signal(&gw->probe_cv);
+    pthread_mutex_unlock(&gw->probe_mu);
+    if (gw->probe_started) {
+        pthread_join(gw->probe_thread, NULL);
+        gw->probe_started = false;
+    }
+    pthread_cond_destroy(&gw->probe_cv);
+    pthread_mutex_destroy(&gw->probe_mu);
+    gw->probe_ready = false;
+}
