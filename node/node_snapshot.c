@@ -338,7 +338,12 @@ void node_maybe_compact(struct node* n) {
     struct raft_snapshot_meta meta;
     raft_index applied = raft_applied_index(n->raft);
 
-    if (applied < n->last_compaction_check + 1000) {
+    uint64_t every = n->cfg.snapshot_threshold / 2;
+
+    if (every == 0 || every > 1000) {
+        every = every == 0 ? 1 : 1000;
+    }
+    if (applied < n->last_compaction_check + every) {
         return;
     }
     n->last_compaction_check = applied;

@@ -127,6 +127,12 @@ bool raft_progress_maybe_decrease(struct raft_progress* p,
     if (p->next == 0 || p->next - 1 != rejected) {
         return false;
     }
+    if (rejected <= p->match) {
+        /* The follower refuses an entry it acknowledged: it lost its log
+         * (a replaced disk, a wiped data directory). Forgetting its match
+         * can only delay commits, never hasten one. */
+        p->match = hint < rejected ? hint : rejected - 1;
+    }
     {
         raft_index n = hint + 1 < rejected ? hint + 1 : rejected;
         if (n < p->match + 1) {

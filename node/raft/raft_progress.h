@@ -76,7 +76,9 @@ void raft_progress_sent(struct raft_progress* p, raft_index last);
 /**
  * Handles a rejection of the append whose previous index was `rejected`;
  * `hint` is the highest index at which the two logs may still match (from
- * the follower's conflict hint). Returns false if the
+ * the follower's conflict hint). In PROBE, a rejection of an index at or
+ * below match means the follower lost its log: match drops to the hint.
+ * Returns false if the
  * rejection is stale and was ignored.
  */
 bool raft_progress_maybe_decrease(struct raft_progress* p,

@@ -252,11 +252,16 @@ static void test_progress_decrease_never_below_match(void** state) {
     assert_true(raft_progress_maybe_update(&p, 4)); /* match 4 */
     assert_int_equal(p.next, 5);
     raft_progress_sent(&p, 9);
-    /* Whatever the follower says about an index at or below match, next
-     * stays above match: the follower is known to hold index 4. */
-    (void)raft_progress_maybe_decrease(&p, 4, 1);
+    /* A rejection of an index at or below match that is not the probe in
+     * flight is stale: next stays above match, the follower holds 4. */
+    assert_false(raft_progress_maybe_decrease(&p, 3, 1));
     assert_int_equal(p.match, 4);
     assert_true(p.next >= 5);
+    /* The probe in flight (prev = next - 1 = 4) refused: the follower lost
+     * the log it acknowledged (wiped disk), so match drops to its hint. */
+    assert_true(raft_progress_maybe_decrease(&p, 4, 1));
+    assert_int_equal(p.match, 1);
+    assert_int_equal(p.next, 2);
     /* Same for a far too low hint on a real rejection. */
     raft_progress_init(&p, 2, 10, 4); /* next 11 */
     assert_true(raft_progress_maybe_update(&p, 4));

@@ -1,0 +1,138 @@
+# lib.sh - shared helpers for integration tests that run real skein-node
+# processes on loopback. Source it; set BIN to the directory of binaries.
+#
+# Every process a test starts is recorded and killed by the EXIT trap, and
+# the temporary directory is removed, also when the test fails.
+
+set -euo pipefail
+
+: "${BIN:?BIN must name the directory holding skein-node}"
+T_DIR=$(mktemp -d /tmp/skein-it.XXXXXX)
+T_PIDS=()
+T_NODES=0
+T_BASE=0
+T_EXTRA_FLAGS=()
+
+t_cleanup() {
+    local pid
+    for pid in "${T_PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [ "${T_KEEP:-0}" = 1 ]; then
+        echo "kept $T_DIR"
+    else
+        rm -rf "$T_DIR"
+    fi
+}
+trap t_cleanup EXIT
+
+t_log() { echo "[$(date +%H:%M:%S.%3N)] $*"; }
+t_fail() {
+    echo "FAIL: $*" >&2
+    local f
+    for f in "$T_DIR"/node-*.log; do
+        [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; } >&2
+    done
+    exit 1
+}
+
+# A base port whose HTTP (base..base+n) and nng (base+1000..) ports are free.
+t_pick_base() {
+    local n=$1 tries base p ok
+    for tries in $(seq 1 50); do
+        base=$(( 20000 + (RANDOM * 7 + $$) % 15000 ))
+        ok=1
+        for p in $(seq "$base" $((base + n))) $(seq $((base + 1000)) $((base + 1000 + n))); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then ok=0; break; fi
+        done
+        [ "$ok" = 1 ] && { echo "$base"; return 0; }
+    done
+    return 1
+}
+
+t_http_port() { echo $((T_BASE + $1)); }
+t_nng_url() { echo "tcp://127.0.0.1:$((T_BASE + 1000 + $1))"; }
+
+# t_start_node ID [extra flags...]: seed-form node ID of the cluster.
+t_start_node() {
+    local id=$1; shift
+    local peers="" j
+    for j in $(seq 0 $((T_NODES - 1))); do
+        [ "$j" = "$id" ] && continue
+        peers="$peers${peers:+,}$((T_BASE + j))"
+    done
+    SKEIN_DATA="$T_DIR" "$BIN/skein-node" --node-id "$id" \
+        --port "$((T_BASE + id))" --peers "$peers" \
+        "${T_EXTRA_FLAGS[@]}" "$@" >>"$T_DIR/node-$id.log" 2>&1 &
+    echo $! >"$T_DIR/node-$id.pid"
+    T_PIDS+=("$!")
+    disown "$!" # no "Killed" job notices; t_cleanup kills it by pid
+}
+
+t_kill_node() { kill -9 "$(cat "$T_DIR/node-$1.pid")" 2>/dev/null || true; }
+t_term_node() {
+    local pid; pid=$(cat "$T_DIR/node-$1.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    local i; for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+    return 1
+}
+
+# t_start_cluster N [extra flags...]
+t_start_cluster() {
+    T_NODES=$1; shift
+    T_EXTRA_FLAGS=("$@")
+    T_BASE=$(t_pick_base "$T_NODES") || t_fail "no free ports"
+    local i; for i in $(seq 0 $((T_NODES - 1))); do t_start_node "$i"; done
+}
+
+# t_wire ID ARGS...: one request to node ID over raw nng (nngcat), decoded.
+t_wire() {
+    local id=$1; shift
+    "$BIN/skein-wire" encode "$@" >"$T_DIR/req.bin"
+    timeout 10 nngcat --req --dial "$(t_nng_url "$id")" \
+        --file "$T_DIR/req.bin" --raw --recv-timeout 8 2>/dev/null |
+        "$BIN/skein-wire" decode
+}
+
+# t_status_field ID FIELD: one field of the node's status line.
+t_status_field() {
+    t_wire "$1" status | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# t_leader: id of the node that reports itself leader (role=3), or "".
+t_leader() {
+    local i
+    for i in $(seq 0 $((T_NODES - 1))); do
+        if [ "$(t_status_field "$i" role 2>/dev/null)" = 3 ]; then echo "$i"; return; fi
+    done
+}
+
+# t_wait_leader [seconds]: waits until exactly one leader answers.
+t_wait_leader() {
+    local deadline=$((SECONDS + ${1:-10})) l
+    while [ $SECONDS -lt $deadline ]; do
+        l=$(t_leader)
+        [ -n "$l" ] && { echo "$l"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+
+# t_wait_converged IDS... : same applied index and hash on every listed node.
+t_wait_converged() {
+    local deadline=$((SECONDS + 20)) i first line ok
+    while [ $SECONDS -lt $deadline ]; do
+        ok=1; first=""
+        for i in "$@"; do
+            line=$(t_wire "$i" status 2>/dev/null | tr ' ' '\n' |
+                   grep -E '^(applied|hash|count)=' | tr '\n' ' ')
+            [ -z "$line" ] && { ok=0; break; }
+            [ -z "$first" ] && first=$line
+            [ "$line" = "$first" ] || { ok=0; break; }
+        done
+        [ "$ok" = 1 ] && { echo "$first"; return 0; }
+        sleep 0.2
+    done
+    return 1
+}
