@@ -6,6 +6,7 @@
 #define SKEIN_KV_INTERNAL_H
 
 #include <lmdb.h>
+#include <stdatomic.h>
 
 #include "kv_state.h"
 
@@ -62,6 +63,8 @@ struct kv_state {
     struct kv_res_offs* offs;       /* per-result offsets, n_offs slots */
     size_t offs_cap;                /* slots in offs */
     struct kv_buf scratch;          /* packing buffer */
+    atomic_uint_fast64_t ops;       /* reads and applies, for the RSS check */
+    size_t rss_budget;              /* resolved rss_file_budget */
     int last_error;                 /* STORE_E* of the last failure */
     char errmsg[STORE_ERRMSG_SIZE]; /* its message */
 };

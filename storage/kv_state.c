@@ -7,10 +7,12 @@
  */
 #include "kv_state.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "kv_internal.h"
@@ -281,6 +283,7 @@ static int kv_put_meta_state(struct kv_state* kv, MDB_txn* txn) {
 }
 
 static int kv_idem_rebuild(struct kv_state* kv);
+static void kv_maybe_trim(struct kv_state* kv, uint64_t n);
 
 /* ------------------------------------------------------------------ */
 /* Open and close                                                      */
@@ -424,6 +427,9 @@ int kv_open(const char* dir,
     if (opts != NULL) {
         kv->opts = *opts;
     }
+    kv->rss_budget = kv->opts.rss_file_budget ? kv->opts.rss_file_budget
+                                              : KV_RSS_FILE_BUDGET_DEFAULT;
+    atomic_init(&kv->ops, 0);
     int rv = kv_snapshot_recover_dirs(dir, errmsg);
     if (rv == STORE_OK) {
         rv = kv_env_reopen(kv, errmsg);
@@ -1331,6 +1337,7 @@ int kv_apply_batch(struct kv_state* kv,
                        store_strerror(rv));
     }
     kv_ok(kv);
+    kv_maybe_trim(kv, n - from);
     return STORE_OK;
 }
 
@@ -1380,6 +1387,42 @@ int kv_set_map_size(struct kv_state* kv, size_t bytes) {
     }
     kv_ok(kv);
     return STORE_OK;
+}
+
+/* Reads the process's file-backed resident bytes from /proc/self/statm. */
+static size_t kv_rss_file_bytes(void) {
+    char buf[128];
+    unsigned long size = 0, resident = 0, shared = 0;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        return 0;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    if (sscanf(buf, "%lu %lu %lu", &size, &resident, &shared) != 3) {
+        return 0;
+    }
+    return (size_t)shared * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Counts `n` operations; every KV_RSS_CHECK_EVERY, trims over budget. */
+static void kv_maybe_trim(struct kv_state* kv, uint64_t n) {
+    if (kv->rss_budget == SIZE_MAX) {
+        return;
+    }
+    uint64_t before =
+        atomic_fetch_add_explicit(&kv->ops, n, memory_order_relaxed);
+    if (before / KV_RSS_CHECK_EVERY == (before + n) / KV_RSS_CHECK_EVERY) {
+        return;
+    }
+    if (kv_rss_file_bytes() > kv->rss_budget) {
+        kv_trim_memory(kv);
+    }
 }
 
 void kv_trim_memory(struct kv_state* kv) {
@@ -1462,6 +1505,7 @@ int kv_get(struct kv_state* kv,
     if (rv == STORE_OK) {
         kv_read_fix(buf, out, &offs, 1);
     }
+    kv_maybe_trim(kv, 1);
     return rv;
 }
 
@@ -1599,6 +1643,7 @@ int kv_list(struct kv_state* kv,
         *n = 0;
     }
     free(offs);
+    kv_maybe_trim(kv, 1 + *n);
     return rv;
 }
 
@@ -1664,6 +1709,7 @@ int kv_random_id(struct kv_state* kv,
         rv = store_err_from_mdb(mrc);
     }
     mdb_txn_abort(txn);
+    kv_maybe_trim(kv, 1);
     return rv;
 }
 
@@ -1730,15 +1776,20 @@ int kv_snapshot_meta(struct kv_state* kv,
                                                               : STORE_ECORRUPT;
 }
 
+/* Hash of one (index key, id) pair; both sides of the key index sum it. */
+static uint64_t kv_pair_hash(const MDB_val* key, const MDB_val* id) {
+    uint64_t h = XXH64(key->mv_data, key->mv_size, KV_HASH_SEED ^ 2);
+    return XXH64(id->mv_data, id->mv_size, h);
+}
+
 /* Checks one stored entry and adds it to the recomputed counters. */
 static int kv_verify_one(struct kv_state* kv,
-                         MDB_cursor* ic,
                          const MDB_val* k,
                          const MDB_val* v,
                          struct kv_stats* re,
+                         uint64_t* pairs,
                          char* errmsg) {
     Skein__KVEntry* p = skein__kventry__unpack(NULL, v->mv_size, v->mv_data);
-    int rv = STORE_OK;
 
     if (p == NULL || p->id == NULL || strlen(p->id) != k->mv_size ||
         memcmp(p->id, k->mv_data, k->mv_size) != 0) {
@@ -1750,49 +1801,64 @@ static int kv_verify_one(struct kv_state* kv,
     struct kv_entry e = kv_entry_of(p);
     uint8_t kb[KV_KEY_MAX + 1];
     MDB_val ik = kv_index_key(kb, e.key, e.key_len);
-    MDB_val iv = *k;
     re->count++;
     re->hash += kv_entry_hash(&e);
     if (e.seq > re->seq) {
         re->seq = e.seq;
     }
-    if (mdb_cursor_get(ic, &ik, &iv, MDB_GET_BOTH) != 0) {
-        store_errf(errmsg, "%s: key index lacks entry %s", kv->dir, e.id);
-        rv = STORE_ECORRUPT;
-    }
+    *pairs += kv_pair_hash(&ik, k);
     skein__kventry__free_unpacked(p, NULL);
-    return rv;
+    return STORE_OK;
 }
 
-/* Recomputes count and hash, checking each entry's key index. */
+/*
+ * Recomputes count and hash from the entries, and checks the key index
+ * against them: both scans are sequential; the index holds exactly the
+ * (key, id) pairs of the entries when the pair counts and the sums of the
+ * pair hashes agree.
+ */
 static int kv_verify_scan(struct kv_state* kv,
                           MDB_txn* txn,
                           struct kv_stats* re,
                           char* errmsg) {
     MDB_cursor* c;
-    MDB_cursor* ic;
     MDB_val k, v;
-    int mrc = mdb_cursor_open(txn, kv->dbi_kv, &c);
+    uint64_t pairs = 0, ipairs = 0, icount = 0;
     int rv = STORE_OK;
+    int mrc = mdb_cursor_open(txn, kv->dbi_kv, &c);
 
     if (mrc != 0) {
         return store_err_from_mdb(mrc);
     }
-    mrc = mdb_cursor_open(txn, kv->dbi_by_key, &ic);
-    if (mrc != 0) {
-        mdb_cursor_close(c);
-        return store_err_from_mdb(mrc);
-    }
     for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0 && rv == 0;
          mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        rv = kv_verify_one(kv, ic, &k, &v, re, errmsg);
+        rv = kv_verify_one(kv, &k, &v, re, &pairs, errmsg);
     }
-    mdb_cursor_close(ic);
     mdb_cursor_close(c);
     if (rv == STORE_OK && mrc != MDB_NOTFOUND) {
-        rv = store_err_from_mdb(mrc);
+        return store_err_from_mdb(mrc);
     }
-    return rv;
+    if (rv != STORE_OK || (mrc = mdb_cursor_open(txn, kv->dbi_by_key, &c))) {
+        return rv != STORE_OK ? rv : store_err_from_mdb(mrc);
+    }
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        ipairs += kv_pair_hash(&k, &v);
+        icount++;
+    }
+    mdb_cursor_close(c);
+    if (mrc != MDB_NOTFOUND) {
+        return store_err_from_mdb(mrc);
+    }
+    if (icount != re->count || ipairs != pairs) {
+        store_errf(errmsg,
+                   "%s: key index holds %llu ids that do not match the %llu "
+                   "entries",
+                   kv->dir, (unsigned long long)icount,
+                   (unsigned long long)re->count);
+        return STORE_ECORRUPT;
+    }
+    return STORE_OK;
 }
 
 int kv_verify(struct kv_state* kv, struct kv_stats* recomputed, char* errmsg) {
@@ -1801,7 +1867,6 @@ int kv_verify(struct kv_state* kv, struct kv_stats* recomputed, char* errmsg) {
     MDB_val v;
     struct kv_stats stored;
     struct kv_stats re;
-    MDB_stat ist;
     int rv = kv_rbegin(kv, &txn);
 
     if (rv != STORE_OK) {
@@ -1815,12 +1880,6 @@ int kv_verify(struct kv_state* kv, struct kv_stats* recomputed, char* errmsg) {
     }
     if (rv == STORE_OK) {
         rv = kv_verify_scan(kv, txn, &re, errmsg);
-    }
-    if (rv == STORE_OK && mdb_stat(txn, kv->dbi_by_key, &ist) == 0 &&
-        ist.ms_entries != re.count) {
-        store_errf(errmsg, "%s: key index holds %zu ids for %llu entries",
-                   kv->dir, ist.ms_entries, (unsigned long long)re.count);
-        rv = STORE_ECORRUPT;
     }
     mdb_txn_abort(txn);
     if (rv == STORE_OK) {

@@ -78,6 +78,11 @@
  * snapshots; a new state takes it from kv_options). */
 #define KV_IDEM_WINDOW_DEFAULT 100000
 
+/** Default budget of file-backed resident memory (see kv_options). */
+#define KV_RSS_FILE_BUDGET_DEFAULT ((size_t)32 << 20)
+/** Operations between two checks of the resident memory. */
+#define KV_RSS_CHECK_EVERY 256
+
 /** Outcome of one write; the values are those of
  * skein.ClientResponse.Status so the node can copy them. */
 enum kv_status {
@@ -132,6 +137,10 @@ struct kv_options {
     int durability;         /* enum store_durability, 0 = strict */
     uint32_t fast_flush_ms; /* fast profile flush interval, 0 = default */
     uint64_t idem_window;   /* for a new state; 0 = KV_IDEM_WINDOW_DEFAULT */
+    size_t rss_file_budget; /* file-backed resident bytes above which reads
+                               and applies trim the map (kv_trim_memory);
+                               0 = KV_RSS_FILE_BUDGET_DEFAULT, SIZE_MAX =
+                               never */
 };
 
 /** A consistent view of the state's counters. */
@@ -292,8 +301,13 @@ int kv_set_map_size(struct kv_state* kv, size_t bytes);
 /**
  * Drops this process's mapping of the environment's pages (the data stays
  * in the page cache), bounding the resident set of a node whose state is
- * larger than its memory budget. Safe at any time: pages fault back in on
- * the next read.
+ * larger than its memory budget. Safe at any time, from any thread: pages
+ * fault back in on the next read. Reads and applies call it by themselves
+ * when the process's file-backed resident memory (/proc/self/statm
+ * "shared") exceeds kv_options.rss_file_budget, checked every
+ * KV_RSS_CHECK_EVERY operations: LMDB reads through mmap and the kernel's
+ * fault-around maps 16 pages per fault, so random reads of a large state
+ * would otherwise map most of it.
  */
 void kv_trim_memory(struct kv_state* kv);
 

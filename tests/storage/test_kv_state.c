@@ -17,11 +17,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <lmdb.h>
+
 #include "kv_snapshot.h"
 #include "kv_state.h"
 #include "store_lmdb.h"
 #include "store_recover.h"
 #include "test_util.h"
+
+#define KV_KEY_PREFIX_FOR_TEST 0x01 /* kv_by_key key prefix (kv_state.h) */
 
 /* One test's state environments under a temporary directory. */
 struct fix {
@@ -911,6 +915,56 @@ static void test_snapshot_swap_recovery(void** state) {
     free(inc);
 }
 
+/* kv_verify notices an entry changed behind the counters' back and a key
+ * index that lost or gained a pair. */
+static void test_verify_detects(void** state) {
+    struct fix* f = *state;
+    char err[STORE_ERRMSG_SIZE];
+    MDB_env* env;
+    MDB_txn* txn;
+    MDB_dbi dbi;
+
+    apply_gen(f->a, 1, 300);
+    verify_ok(f->a);
+    for (int round = 0; round < 3; round++) {
+        kv_close(f->a);
+        assert_int_equal(mdb_env_create(&env), 0);
+        assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+        assert_int_equal(mdb_env_open(env, f->a_dir, 0, 0644), 0);
+        assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+        MDB_val k = {5, (void*)"id-10"};
+        MDB_val v;
+        if (round == 0) {
+            /* Entry id-10 changed by one bit behind the counters. */
+            assert_int_equal(mdb_dbi_open(txn, "kv", 0, &dbi), 0);
+            assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+            uint8_t* copy = malloc(v.mv_size);
+            memcpy(copy, v.mv_data, v.mv_size);
+            copy[v.mv_size - 1] ^= 0x01; /* created_at's last byte */
+            v.mv_data = copy;
+            assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+            free(copy);
+        } else {
+            uint8_t kb[8] = {KV_KEY_PREFIX_FOR_TEST, 'k', 'x', 'y'};
+            MDB_val ik = {4, kb};
+            MDB_val iv = {5, (void*)"id-10"};
+            assert_int_equal(mdb_dbi_open(txn, "kv_by_key", 0, &dbi), 0);
+            /* round 1: a pair that matches no entry; round 2: undo it. */
+            assert_int_equal(round == 1 ? mdb_put(txn, dbi, &ik, &iv, 0)
+                                        : mdb_del(txn, dbi, &ik, &iv),
+                             0);
+        }
+        assert_int_equal(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+        f->a = open_kv(f->a_dir, NULL);
+        int rv = kv_verify(f->a, NULL, err);
+        if (round < 2) {
+            assert_int_equal(rv, STORE_ECORRUPT);
+            printf("    detected: %s\n", err);
+        }
+    }
+}
+
 /* --- disk full ------------------------------------------------------- */
 
 static void test_disk_full(void** state) {
@@ -1115,6 +1169,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_swap_recovery, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_verify_detects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_plan, setup, teardown),
