@@ -238,6 +238,7 @@ int kv_snapshot_create(struct kv_state* kv,
     }
     int rv = kv_copy_to_fd(kv, fd, tmp, errmsg);
     close(fd);
+    kv_trim_memory(kv); /* the copy mapped every page of the state */
     if (rv == STORE_OK) {
         rv = kv_snapshot_read_info(tmp, info, errmsg);
     }

@@ -43,8 +43,10 @@
  * report the same hash and count.
  *
  * Durability: strict and balanced open the environment with
- * MDB_NOMETASYNC (one fdatasync per apply batch, never corrupted by a power
- * cut, the last batch may be undone); fast with MDB_NOSYNC. The state may
+ * MDB_NOMETASYNC: each apply batch's commit fdatasyncs its data pages, the
+ * meta page is flushed by the next commit or kv_sync(), so a power cut may
+ * undo the last batch but never corrupts the environment; fast uses
+ * MDB_NOSYNC with a periodic flush. The state may
  * lag the log after a crash: recovery replays the log from the applied
  * index (store_recover.h). kv_sync() makes everything applied durable; the
  * log may be compacted only below kv_durable_applied().
@@ -81,7 +83,7 @@
 /** Default budget of file-backed resident memory (see kv_options). */
 #define KV_RSS_FILE_BUDGET_DEFAULT ((size_t)32 << 20)
 /** Operations between two checks of the resident memory. */
-#define KV_RSS_CHECK_EVERY 256
+#define KV_RSS_CHECK_EVERY 64
 
 /** Outcome of one write; the values are those of
  * skein.ClientResponse.Status so the node can copy them. */

@@ -14,13 +14,16 @@
  *  4. resident memory of a fresh process that opens the N-key state, reads
  *     100,000 random entries and applies 10,000 updates, before and after
  *     kv_trim_memory().
- * Each append row runs for about S seconds (default 2). --quick uses
- * 100,000 keys and 1 second per row.
+ * Each append row runs for about S seconds (default 2), --repeat times
+ * (default 3; the median and the range are printed). --quick uses 100,000
+ * keys and 1 second per row. --only runs one section; --keep-state keeps
+ * (and reuses) the loaded state in DIR/bench-state.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -378,15 +381,17 @@ static void print_rss(const char* when) {
            hwm / 1024.0, anon / 1024.0, file / 1024.0);
 }
 
-/* 1000 random gets and 100 random updates (one batch). */
-static void node_ops(struct kv_state* kv,
-                     uint64_t* rng,
-                     raft_index* next,
-                     struct kv_buf* buf) {
+/* 1000 random gets and 100 random updates (one batch); returns the
+ * seconds spent in the gets. */
+static double node_ops(struct kv_state* kv,
+                       uint64_t* rng,
+                       raft_index* next,
+                       struct kv_buf* buf) {
     struct raft_entry ents[100];
     uint8_t* owned[100];
     struct kv_entry e;
     char id[40];
+    double t0 = tu_now();
 
     for (int i = 0; i < 1000; i++) {
         make_id(tu_below(rng, opt_keys), id);
@@ -394,6 +399,7 @@ static void node_ops(struct kv_state* kv,
             die("get", id);
         }
     }
+    double gets = tu_now() - t0;
     for (int i = 0; i < 100; i++) {
         make_id(tu_below(rng, opt_keys), id);
         owned[i] = tu_cmd_update(NULL, id, NULL, "updated", -1, &ents[i].len);
@@ -406,6 +412,7 @@ static void node_ops(struct kv_state* kv,
         die("update", kv_errmsg(kv));
     }
     free_owned(owned, 100);
+    return gets;
 }
 
 /* The child of bench_rss: a fresh process, as a node would be. */
@@ -427,13 +434,13 @@ static int rss_child(const char* state_dir) {
     print_rss("state opened (idempotency index rebuilt)");
     /* A node's steady state with the default file-RSS budget (reads and
      * applies trim the map themselves when over it). */
-    double t0 = tu_now();
+    double gets = 0;
     for (int round = 0; round < 100; round++) {
-        node_ops(kv, &rng, &next, &buf);
+        gets += node_ops(kv, &rng, &next, &buf);
     }
     snprintf(what, sizeof(what),
              "100k random gets + 10k updates, default budget (%.0f gets/s)",
-             100000 / (tu_now() - t0));
+             100000 / gets);
     print_rss(what);
     kv_close(kv);
     /* The same with trimming off: file pages stay mapped. */
@@ -441,12 +448,12 @@ static int rss_child(const char* state_dir) {
     if (kv_open(state_dir, &o, &kv, err) != STORE_OK) {
         die("open state", err);
     }
-    t0 = tu_now();
+    gets = 0;
     for (int round = 0; round < 100; round++) {
-        node_ops(kv, &rng, &next, &buf);
+        gets += node_ops(kv, &rng, &next, &buf);
     }
     snprintf(what, sizeof(what), "the same again, budget off (%.0f gets/s)",
-             100000 / (tu_now() - t0));
+             100000 / gets);
     print_rss(what);
     kv_trim_memory(kv);
     print_rss("after kv_trim_memory");
@@ -477,6 +484,24 @@ static void bench_rss(const char* self, const char* state_dir) {
     }
 }
 
+/* True if dir holds a state with opt_keys entries (--keep-state reuse). */
+static bool state_ready(const char* dir) {
+    char err[STORE_ERRMSG_SIZE];
+    struct kv_state* kv;
+    struct kv_stats st;
+    struct stat sb;
+    char* file = tu_path(dir, "data.mdb");
+    bool exists = stat(file, &sb) == 0;
+
+    free(file);
+    if (!exists || kv_open(dir, NULL, &kv, err) != STORE_OK) {
+        return false;
+    }
+    bool ready = kv_stats(kv, &st) == STORE_OK && st.count == opt_keys;
+    kv_close(kv);
+    return ready;
+}
+
 static void print_env(const char* base) {
     struct utsname u;
     struct statfs sf;
@@ -493,6 +518,8 @@ static void print_env(const char* base) {
 int main(int argc, char** argv) {
     const char* dir = NULL;
     const char* rss_dir = NULL;
+    const char* only = NULL;
+    bool keep = false;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
@@ -504,6 +531,10 @@ int main(int argc, char** argv) {
         } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
             opt_repeat = atoi(argv[++i]);
             opt_repeat = opt_repeat < 1 ? 1 : opt_repeat;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        } else if (strcmp(argv[i], "--keep-state") == 0) {
+            keep = true;
         } else if (strcmp(argv[i], "--quick") == 0) {
             opt_keys = 100000;
             opt_seconds = 1;
@@ -512,7 +543,9 @@ int main(int argc, char** argv) {
         } else {
             fprintf(stderr,
                     "usage: %s [--dir DIR] [--keys N] [--seconds S] "
-                    "[--repeat N] [--quick]\n",
+                    "[--repeat N] [--quick]\n"
+                    "       [--only appends|applies|snapshot|rss] "
+                    "[--keep-state]\n",
                     argv[0]);
             return 2;
         }
@@ -523,18 +556,33 @@ int main(int argc, char** argv) {
     char* base = dir != NULL ? strdup(dir) : tu_mkdtemp("bench");
     store_mkdirs(base);
     print_env(base);
-    bench_appends(base);
-    bench_applies(base);
+    if (only == NULL || strcmp(only, "appends") == 0) {
+        bench_appends(base);
+    }
+    if (only == NULL || strcmp(only, "applies") == 0) {
+        bench_applies(base);
+    }
     char* state_dir = tu_path(base, "bench-state");
-    double t0 = tu_now();
-    double load_rate = load_state(state_dir);
-    printf(
-        "\nLoaded %llu keys in %.1f s (batches of 10000: %.0f applies/s "
-        "in kv_apply_batch)\n",
-        (unsigned long long)opt_keys, tu_now() - t0, load_rate);
-    bench_snapshot(base, state_dir);
-    bench_rss(argv[0], state_dir);
-    store_rmtree(state_dir);
+    if (only == NULL || strcmp(only, "snapshot") == 0 ||
+        strcmp(only, "rss") == 0) {
+        if (!state_ready(state_dir)) {
+            double t0 = tu_now();
+            double load_rate = load_state(state_dir);
+            printf(
+                "\nLoaded %llu keys in %.1f s (batches of 10000: %.0f "
+                "applies/s in kv_apply_batch)\n",
+                (unsigned long long)opt_keys, tu_now() - t0, load_rate);
+        }
+        if (only == NULL || strcmp(only, "snapshot") == 0) {
+            bench_snapshot(base, state_dir);
+        }
+        if (only == NULL || strcmp(only, "rss") == 0) {
+            bench_rss(argv[0], state_dir);
+        }
+    }
+    if (!keep) {
+        store_rmtree(state_dir);
+    }
     free(state_dir);
     if (dir == NULL) {
         tu_rmtree(base);
