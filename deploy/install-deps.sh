@@ -8,6 +8,10 @@ packages=(
     protobuf-c-compiler libprotobuf-c-dev
     liblmdb-dev lmdb-utils libxxhash-dev
     libcmocka-dev
+    libnng-dev nng-utils
+    libcivetweb-dev civetweb
+    libjansson-dev uuid-dev
+    libcurl4-openssl-dev curl
 )
 
 missing=()

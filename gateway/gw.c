@@ -121,6 +121,7 @@ static int gw_copy_config(struct gw* gw, const struct gw_config* cfg) {
         atomic_init(&n->pipes, 0);
         atomic_init(&n->disconnects, 0);
         atomic_init(&n->id, 0);
+        atomic_init(&n->id_known, false);
         atomic_init(&n->role, -1);
         atomic_init(&n->last_seen_ms, 0);
     }

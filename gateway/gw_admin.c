@@ -64,7 +64,12 @@ int gw_node_param(struct gw_req* r) {
     }
     if (n >= 0) {
         uint64_t id;
-        int idx = gw_parse_u64(buf, &id) == 0 ? gw_node_by_id(r->gw, id) : -1;
+        bool numeric = gw_parse_u64(buf, &id) == 0;
+        int idx = numeric ? gw_node_by_id(r->gw, id) : -1;
+        if (numeric && idx < 0) {
+            gw_probe_unknown(r->gw); /* just started? learn the ids */
+            idx = gw_node_by_id(r->gw, id);
+        }
         if (idx >= 0) {
             return idx;
         }
@@ -138,7 +143,7 @@ int gw_fetch_status(struct gw_req* r,
     if (node < 0 && s->role != SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
         /* Asked a follower: ask the leader it names, if we can reach it;
          * else keep the follower's view. */
-        int idx = gw_node_by_id(r->gw, s->leader_id);
+        int idx = s->leader_id != 0 ? gw_node_by_id(r->gw, s->leader_id) : -1;
         if (idx >= 0 && idx != res.node) {
             struct gw_rpc_result again;
             if (gw_status_try(r, idx, &again) == 0) {
@@ -166,7 +171,10 @@ static json_t* gw_gateway_json(struct gw* gw, int answered) {
         json_t* j = json_object();
         int role = atomic_load(&n->role);
         json_object_set_new(j, "url", json_string(n->url));
-        json_object_set_new(j, "id", gw_json_u64(atomic_load(&n->id)));
+        json_object_set_new(j, "id",
+                            atomic_load(&n->id_known)
+                                ? gw_json_u64(atomic_load(&n->id))
+                                : json_null());
         json_object_set_new(j, "connected",
                             json_boolean(atomic_load(&n->pipes) > 0));
         json_object_set_new(
@@ -785,6 +793,7 @@ static int gw_append(struct gw_req* r) {
     if (in != NULL && in->body_case == SKEIN__ENVELOPE__BODY_APPEND_ENTRIES) {
         uint64_t from;
         if (in->has_cluster_id && in->cluster_id != 0 &&
+            r->gw->cfg.cluster_id != 0 &&
             in->cluster_id != r->gw->cfg.cluster_id) {
             gw_reply_error(r, 400, "wrong_cluster", NULL,
                            "the envelope belongs to cluster %llu",

@@ -104,8 +104,8 @@ struct gw_node {
     bool open;                        /* sock was opened */
     atomic_int pipes;                 /* connected pipes now */
     atomic_uint_fast64_t disconnects; /* pipe removals so far */
-    atomic_uint_fast64_t id;          /* node id from its status, 0 = not
-                                         learned yet */
+    atomic_uint_fast64_t id;          /* node id from its status */
+    atomic_bool id_known;             /* id was learned (ids may be 0) */
     atomic_int role;                  /* StatusResponse.Role, -1 unknown */
     atomic_int_fast64_t last_seen_ms; /* monotonic ms of last reply, 0 */
 };
@@ -185,6 +185,9 @@ void gw_rpc_close(struct gw* gw);
 int gw_probe_start(struct gw* gw);
 /* Stops and joins the probe thread (no-op if it never started). */
 void gw_probe_stop(struct gw* gw);
+/* Probes, now and from the calling thread, the connected nodes whose id is
+ * not known yet (a request naming a node by id right after start). */
+void gw_probe_unknown(struct gw* gw);
 /* Asks the probe thread to probe now (non-blocking). */
 void gw_probe_kick(struct gw* gw);
 
@@ -203,7 +206,8 @@ enum gw_outcome gw_rpc(struct gw* gw,
 void gw_rpc_result_free(struct gw_rpc_result* res);
 /* Reads the retry-relevant fields of a reply envelope (borrowed). */
 struct gw_reply_info gw_reply_info(const Skein__Envelope* reply);
-/* Index of the node whose learned id is `id`, or -1. */
+/* Index of the node whose learned id is `id`, or -1. Any id, 0 included
+ * (seed-form clusters number nodes from 0). */
 int gw_node_by_id(struct gw* gw, uint64_t id);
 /* Monotonic clock in milliseconds. */
 int64_t gw_now_ms(void);

@@ -163,11 +163,9 @@ void gw_rpc_close(struct gw* gw) {
 }
 
 int gw_node_by_id(struct gw* gw, uint64_t id) {
-    if (id == 0) {
-        return -1;
-    }
     for (size_t i = 0; i < gw->node_count; i++) {
-        if (atomic_load(&gw->nodes[i].id) == id) {
+        if (atomic_load(&gw->nodes[i].id_known) &&
+            atomic_load(&gw->nodes[i].id) == id) {
             return (int)i;
         }
     }
@@ -372,7 +370,10 @@ static Skein__Envelope__BodyCase gw_expected_reply(const Skein__Envelope* req) {
 
 /* The node a NOT_LEADER reply points to, or -1. */
 static int gw_resolve_leader(struct gw* gw, const struct gw_reply_info* info) {
-    int idx = gw_node_by_id(gw, info->leader_hint);
+    /* leader_hint 0 means "unknown" (skein.proto); leader_url still
+     * names a leader whose id is 0. */
+    int idx =
+        info->leader_hint != 0 ? gw_node_by_id(gw, info->leader_hint) : -1;
     if (idx >= 0) {
         return idx;
     }
@@ -410,6 +411,7 @@ struct gw_rpc_state {
     int64_t backoff_ms;    /* next back-off */
     Skein__Envelope* last; /* last retryable reply (NOT_LEADER...) */
     int last_node;
+    bool refused; /* the last bad reply was an empty envelope */
     char detail[160];
 };
 
@@ -575,8 +577,13 @@ static bool gw_on_failure(struct gw_rpc_state* st,
             return st->opts->no_retry;
         default:
             snprintf(st->detail, sizeof st->detail,
-                     "node %s sent a reply that does not decode", url);
-            res->outcome = st->opts->write ? GW_RPC_UNKNOWN : GW_RPC_BAD_REPLY;
+                     st->refused ? "node %s refused the request (is the "
+                                   "gateway's cluster id the node's?)"
+                                 : "node %s sent a reply that does not "
+                                   "decode or does not match",
+                     url);
+            res->outcome = (st->opts->write && !st->refused) ? GW_RPC_UNKNOWN
+                                                             : GW_RPC_BAD_REPLY;
             return true;
     }
 }
@@ -634,6 +641,9 @@ static void gw_rpc_loop(struct gw_rpc_state* st,
         enum gw_once r = gw_rpc_once(gw, idx, buf, len, timeout, &reply);
         if (r == GW_ONCE_OK && expect != SKEIN__ENVELOPE__BODY__NOT_SET &&
             reply->body_case != expect) {
+            /* A node answers an empty envelope to what it refuses to
+             * read: undecodable, or another cluster's. */
+            st->refused = reply->body_case == SKEIN__ENVELOPE__BODY__NOT_SET;
             skein__envelope__free_unpacked(reply, NULL);
             reply = NULL;
             r = GW_ONCE_BAD;
@@ -656,8 +666,13 @@ enum gw_outcome gw_rpc(struct gw* gw,
     memset(res, 0, sizeof *res);
     res->node = -1;
     res->outcome = GW_RPC_UNAVAILABLE;
-    req->has_cluster_id = true;
-    req->cluster_id = gw->cfg.cluster_id;
+    /* cluster_id 0 means "not configured": the request keeps whatever it
+     * carries (usually nothing, which the node does not check; it refuses
+     * a present, different one). */
+    if (gw->cfg.cluster_id != 0) {
+        req->has_cluster_id = true;
+        req->cluster_id = gw->cfg.cluster_id;
+    }
     size_t len = skein__envelope__get_packed_size(req);
     uint8_t* buf = malloc(len > 0 ? len : 1);
     if (buf == NULL) {
@@ -699,7 +714,7 @@ static Skein__Envelope* gw_probe_node(struct gw* gw, int i) {
     ar.status = &sr;
     env.body_case = SKEIN__ENVELOPE__BODY_ADMIN_REQUEST;
     env.admin_request = &ar;
-    env.has_cluster_id = true;
+    env.has_cluster_id = gw->cfg.cluster_id != 0;
     env.cluster_id = gw->cfg.cluster_id;
     uint8_t buf[64];
     size_t len = skein__envelope__get_packed_size(&env);
@@ -723,6 +738,28 @@ static Skein__Envelope* gw_probe_node(struct gw* gw, int i) {
     return reply;
 }
 
+/* Learns node i's id and role from a status reply. */
+static void gw_learn(struct gw* gw, int i, const Skein__StatusResponse* s) {
+    struct gw_node* n = &gw->nodes[i];
+    atomic_store(&n->id, s->node_id);
+    atomic_store(&n->id_known, true);
+    atomic_store(&n->role, (int)s->role);
+}
+
+void gw_probe_unknown(struct gw* gw) {
+    for (size_t i = 0; i < gw->node_count; i++) {
+        if (atomic_load(&gw->nodes[i].id_known) ||
+            !gw_node_connected(gw, (int)i)) {
+            continue;
+        }
+        Skein__Envelope* reply = gw_probe_node(gw, (int)i);
+        if (reply != NULL) {
+            gw_learn(gw, (int)i, reply->admin_response->node_status);
+            skein__envelope__free_unpacked(reply, NULL);
+        }
+    }
+}
+
 /* One probe round: learns ids and roles, then who leads. */
 static void gw_probe_round(struct gw* gw) {
     int leader = -1;
@@ -741,10 +778,7 @@ static void gw_probe_round(struct gw* gw) {
         }
         any = true;
         const Skein__StatusResponse* s = reply->admin_response->node_status;
-        if (s->node_id != 0) {
-            atomic_store(&n->id, s->node_id);
-        }
-        atomic_store(&n->role, (int)s->role);
+        gw_learn(gw, (int)i, s);
         if (s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER &&
             (leader < 0 || s->term > leader_term)) {
             leader = (int)i;
@@ -754,7 +788,7 @@ static void gw_probe_round(struct gw* gw) {
         }
         skein__envelope__free_unpacked(reply, NULL);
     }
-    if (leader < 0) {
+    if (leader < 0 && hinted_id != 0) {
         leader = gw_node_by_id(gw, hinted_id);
     }
     if (leader >= 0 || any) {
