@@ -331,7 +331,11 @@ static void* ctl_chaos_main(void* arg) {
         ctl_chaos_fault(c, i);
     }
     int64_t interval_ms = (int64_t)(c->opts.kill_interval_s * 1000);
-    for (uint64_t n = 0; !ctl_chaos_sleep(c, interval_ms); n++) {
+    /* The first event comes early (after at most 1 s), so that even a run
+     * shorter than one interval sees a leader kill; then every interval. */
+    int64_t first_ms = interval_ms < 1000 ? interval_ms : 1000;
+    for (uint64_t n = 0; !ctl_chaos_sleep(c, n == 0 ? first_ms : interval_ms);
+         n++) {
         ctl_chaos_event(c, n);
     }
     return NULL;

@@ -570,7 +570,7 @@ static int ctl_cluster_sync_status(int argc, char** argv) {
             json_t* health = json_object_get(f, "health");
             const char* h =
                 json_is_string(health) ? json_string_value(health) : "unknown";
-            printf("  %s (%s) - Last replicated: %llu | Lag: %llu\n",
+            printf("%s (%s) - Last replicated: %llu | Lag: %llu\n",
                    json_is_string(addr) ? json_string_value(addr) : "?", h,
                    (unsigned long long)ctl_json_u64(
                        json_object_get(f, "last_replicated_index")),
@@ -783,7 +783,7 @@ static int ctl_cluster_add_node(int argc, char** argv) {
     while (ctl_now_ms() < deadline) {
         struct ctl_status st;
         ctl_fetch_status(nurl, 1000, &st);
-        if (st.ok && st.leader_id != 0 && st.last_applied > 0) {
+        if (st.ok && st.last_applied > 0) {
             printf(
                 "node %llu added%s: http://127.0.0.1:%d (pid %ld), "
                 "applied %llu\n",

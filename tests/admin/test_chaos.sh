@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The integration test of issue 5: a real 3-node cluster on loopback,
+# flood, a short storm --chaos that kills nodes (the leader first),
+# verify, then `skeinctl check` on the recorded history; the cluster
+# commands (status, sync-status, transfer-leader, resync, watch, mixed,
+# burst, bench) on the way; cluster stop at the end.
+BIN=${1:?usage: test_chaos.sh BIN_DIR}
+source "$(dirname "$0")/lib.sh"
+
+base=$(t_cluster c 3 --fault-injection)
+D="$T_DIR/c"
+t_log "cluster on $base"
+"$CTL" cluster status --data "$D" || t_fail "cluster status"
+
+"$CTL" flood --data "$D" --count 300 --concurrency 20 --no-progress ||
+    t_fail "flood"
+"$CTL" burst --data "$D" --size 20 --bursts 3 --pause 100 --no-progress >/dev/null ||
+    t_fail "burst"
+"$CTL" mixed --data "$D" --count 200 --history "$T_DIR/mixed.jsonl" --no-progress >/dev/null ||
+    t_fail "mixed"
+"$CTL" check "$T_DIR/mixed.jsonl" || t_fail "mixed history"
+
+out=$("$CTL" cluster sync-status --data "$D") || t_fail "sync-status: $out"
+echo "$out"
+[ "$(echo "$out" | grep -cE '^127\.0\.0\.1:[0-9]+ \(healthy\) - Last replicated: [0-9]+ \| Lag: [0-9]+$')" = 2 ] ||
+    t_fail "sync-status lines"
+
+t_log "transfer-leader auto, force-resync of a follower"
+"$CTL" cluster transfer-leader --data "$D" --to auto || t_fail "transfer-leader"
+out=$("$CTL" cluster sync-status --data "$D") || t_fail "sync-status after transfer: $out"
+target=$(echo "$out" | sed -n 's/^\(127\.0\.0\.1:[0-9]*\) (.*/\1/p' | head -n 1)
+"$CTL" cluster resync --data "$D" --target "$target" || t_fail "resync $target"
+
+out=$("$CTL" watch --data "$D" --count 2 --interval 0.2) || t_fail "watch"
+echo "$out"
+[ "$(echo "$out" | grep -c leader)" -ge 2 ] || t_fail "watch shows no leader"
+
+"$CTL" bench --data "$D" --connections 1,8 --duration 1 --json >"$T_DIR/bench.json" ||
+    t_fail "bench: $(cat "$T_DIR/bench.json")"
+grep -q '"ops_s"' "$T_DIR/bench.json" || t_fail "bench json"
+
+t_log "storm --chaos"
+rc=0
+"$CTL" storm --data "$D" --count 1500 --concurrency 30 --chaos --kill-interval 2 \
+    --stop-pct 20 --stop-ms 500 --net-fault drop=0.05,delay=2 \
+    --history "$T_DIR/storm.jsonl" --json >"$T_DIR/storm.json" || rc=$?
+cat "$T_DIR/storm.json"
+[ "$rc" = 0 ] || t_fail "storm --chaos exited $rc"
+kills=$(sed -n 's/.*"leader_kills": \([0-9]*\).*/\1/p' "$T_DIR/storm.json")
+[ "${kills:-0}" -ge 1 ] || t_fail "no leader kill in the run"
+grep -q '"restart_failures": 0' "$T_DIR/storm.json" || t_fail "restart failures"
+
+"$CTL" verify --data "$D" --timeout 60 || t_fail "verify after chaos"
+"$CTL" check "$T_DIR/storm.jsonl" || t_fail "history not linearizable"
+
+"$CTL" cluster stop --data "$D" || t_fail "cluster stop"
+for i in 0 1 2; do
+    [ -f "$D/node-$i.pid" ] && t_fail "pid file of node $i left"
+done
+t_log "PASS"

@@ -1,0 +1,269 @@
+/*
+ * test_check.c - the linearizability checker (admin/ctl_check.c) on
+ * hand-written histories: linearizable ones (with concurrency and
+ * indeterminate writes) and the classic anomalies: stale read, lost
+ * write, read of a value never written, wrong CAS version. For the bad
+ * ones, the offending sub-history printed must be the smallest one.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+
+/* Line builders: W = ok write, R = ok read, I = indeterminate write. */
+#define CREATE(op, id, v, seq, t0, t1)                                 \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"create\",\"value\":\"" v \
+    "\",\"invoke_us\":" #t0 ",\"complete_us\":" #t1                    \
+    ",\"outcome\":\"ok\",\"result\":{\"id\":\"" id "\",\"seq\":" #seq  \
+    ",\"value\":\"" v "\"}}\n"
+#define GET(op, id, v, seq, t0, t1)                               \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"get\",\"id\":\"" id \
+    "\",\"invoke_us\":" #t0 ",\"complete_us\":" #t1               \
+    ",\"outcome\":\"ok\",\"result\":{\"seq\":" #seq ",\"value\":\"" v "\"}}\n"
+#define GET_NF(op, id, t0, t1)                                    \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"get\",\"id\":\"" id \
+    "\",\"invoke_us\":" #t0 ",\"complete_us\":" #t1               \
+    ",\"outcome\":\"ok\",\"result\":{\"found\":false}}\n"
+#define UPDATE(op, id, v, seq, t0, t1)                                  \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"update\",\"id\":\"" id    \
+    "\",\"value\":\"" v "\",\"invoke_us\":" #t0 ",\"complete_us\":" #t1 \
+    ",\"outcome\":\"ok\",\"result\":{\"seq\":" #seq ",\"value\":\"" v "\"}}\n"
+#define CAS(op, id, v, exp, seq, t0, t1)                                    \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"update\",\"id\":\"" id        \
+    "\",\"value\":\"" v "\",\"if_match\":" #exp ",\"invoke_us\":" #t0       \
+    ",\"complete_us\":" #t1 ",\"outcome\":\"ok\",\"result\":{\"seq\":" #seq \
+    ",\"value\":\"" v "\"}}\n"
+#define CAS_412(op, id, v, exp, cur, t0, t1)                          \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"update\",\"id\":\"" id  \
+    "\",\"value\":\"" v "\",\"if_match\":" #exp ",\"invoke_us\":" #t0 \
+    ",\"complete_us\":" #t1                                           \
+    ",\"outcome\":\"ok\",\"result\":"                                 \
+    "{\"cas_mismatch\":true,\"current_seq\":" #cur "}}\n"
+#define UPDATE_IND(op, id, v, t0)                                    \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"update\",\"id\":\"" id \
+    "\",\"value\":\"" v "\",\"invoke_us\":" #t0                      \
+    ",\"outcome\":\"indeterminate\"}\n"
+#define DELETE(op, id, t0, t1)                                       \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"delete\",\"id\":\"" id \
+    "\",\"invoke_us\":" #t0 ",\"complete_us\":" #t1                  \
+    ",\"outcome\":\"ok\",\"result\":{\"deleted\":true}}\n"
+#define FAILED_UPDATE(op, id, v, t0, t1)                                \
+    "{\"op\":" #op ",\"proc\":" #op ",\"f\":\"update\",\"id\":\"" id    \
+    "\",\"value\":\"" v "\",\"invoke_us\":" #t0 ",\"complete_us\":" #t1 \
+    ",\"outcome\":\"fail\"}\n"
+
+/* Runs the checker on `text`; returns the verdict and fills *res. */
+static enum ctl_verdict run(const char* text,
+                            struct ctl_history* h,
+                            struct ctl_check_result* res) {
+    char err[256];
+    ctl_history_init(h);
+    assert_int_equal(ctl_history_parse(text, strlen(text), h, err, sizeof err),
+                     0);
+    struct ctl_check_opts opts = {.step_budget = 0, .minimize = true};
+    enum ctl_verdict v = ctl_check(h, &opts, res);
+    if (v != CTL_LINEARIZABLE) {
+        ctl_check_print(stderr, h, res);
+    }
+    return v;
+}
+
+/* Checks that the smallest sub-history is exactly the ops `want`. */
+static void expect_bad(const char* text,
+                       const char* id,
+                       size_t n,
+                       const uint64_t* want) {
+    struct ctl_history h;
+    struct ctl_check_result res;
+    assert_int_equal(run(text, &h, &res), CTL_NOT_LINEARIZABLE);
+    assert_int_equal(res.bad_count, 1);
+    assert_string_equal(res.bad[0].id, id);
+    assert_true(res.bad[0].minimal);
+    assert_int_equal(res.bad[0].count, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(h.ops[res.bad[0].ops[i]].op, want[i]);
+    }
+    ctl_check_result_free(&res);
+    ctl_history_free(&h);
+}
+
+static void expect_ok(const char* text) {
+    struct ctl_history h;
+    struct ctl_check_result res;
+    assert_int_equal(run(text, &h, &res), CTL_LINEARIZABLE);
+    assert_int_equal(res.bad_count, 0);
+    ctl_check_result_free(&res);
+    ctl_history_free(&h);
+}
+
+static void test_linearizable_sequential(void** state) {
+    (void)state;
+    expect_ok(CREATE(1, "A", "a", 1, 0, 10) GET(2, "A", "a", 1, 20, 30)
+                  CAS(3, "A", "b", 1, 5, 40, 50) GET(4, "A", "b", 5, 60, 70)
+                      DELETE(5, "A", 80, 90) GET_NF(6, "A", 100, 110));
+}
+
+static void test_linearizable_concurrent(void** state) {
+    (void)state;
+    /* Reads overlapping an update may see either value; two concurrent
+     * updates are ordered by their seqs, and a later read sees the last. */
+    expect_ok(CREATE(1, "A", "a", 1, 0, 10) UPDATE(2, "A", "b", 4, 20, 60) GET(
+        3, "A", "a", 1, 25, 35) GET(4, "A", "b", 4, 30, 70)
+                  UPDATE(5, "A", "c", 6, 40, 65) GET(6, "A", "c", 6, 80, 90));
+}
+
+static void test_linearizable_indeterminate(void** state) {
+    (void)state;
+    /* An indeterminate update may have taken effect... */
+    expect_ok(CREATE(1, "A", "a", 1, 0, 10) UPDATE_IND(2, "A", "b", 20)
+                  GET(3, "A", "b", 7, 40, 50) GET(4, "A", "b", 7, 60, 70));
+    /* ... or not at all. */
+    expect_ok(CREATE(1, "A", "a", 1, 0, 10) UPDATE_IND(2, "A", "b", 20)
+                  GET(3, "A", "a", 1, 40, 50));
+    /* A failed write certainly did not. */
+    expect_ok(CREATE(1, "A", "a", 1, 0, 10) FAILED_UPDATE(2, "A", "b", 20, 30)
+                  GET(3, "A", "a", 1, 40, 50));
+}
+
+static void test_stale_read(void** state) {
+    (void)state;
+    /* The read starts after the update was acknowledged, yet returns the
+     * old value. Bystanders before and after must not be in the answer. */
+    static const uint64_t want[] = {1, 4, 5};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) GET(2, "A", "a", 1, 11, 12)
+                   GET(3, "A", "a", 1, 13, 14) UPDATE(4, "A", "b", 2, 20, 30)
+                       GET(5, "A", "a", 1, 40, 50) GET(6, "A", "b", 2, 60, 70)
+                           GET(7, "A", "b", 2, 80, 90),
+               "A", 3, want);
+}
+
+static void test_lost_write(void** state) {
+    (void)state;
+    /* An acknowledged create is gone on a later read. */
+    static const uint64_t want[] = {1, 3};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) GET(2, "A", "a", 1, 20, 30)
+                   GET_NF(3, "A", 40, 50) CREATE(4, "B", "x", 2, 0, 10)
+                       GET(5, "B", "x", 2, 60, 70),
+               "A", 2, want);
+    /* An acknowledged update is lost: later reads see the older value. */
+    static const uint64_t want2[] = {1, 2, 4};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) UPDATE(2, "A", "b", 3, 20, 30)
+                   GET(3, "A", "b", 3, 40, 50) GET(4, "A", "a", 1, 60, 70),
+               "A", 3, want2);
+}
+
+static void test_never_written(void** state) {
+    (void)state;
+    static const uint64_t want[] = {1, 3};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) GET(2, "A", "a", 1, 20, 30)
+                   GET(3, "A", "ghost", 9, 40, 50),
+               "A", 2, want);
+}
+
+static void test_wrong_cas_version(void** state) {
+    (void)state;
+    /* A CAS expecting seq 7 succeeded while the entry was at seq 1. */
+    static const uint64_t want[] = {1, 2};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) CAS(2, "A", "b", 7, 8, 20, 30)
+                   GET(3, "A", "b", 8, 40, 50),
+               "A", 2, want);
+    /* A CAS refused with 412 although its expected seq was current. */
+    static const uint64_t want2[] = {1, 2};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) CAS_412(2, "A", "b", 1, 1, 20, 30),
+               "A", 2, want2);
+}
+
+static void test_indeterminate_cannot_revert(void** state) {
+    (void)state;
+    /* Once a read saw the indeterminate write, it took effect: a later
+     * read of the older value is a stale read. */
+    static const uint64_t want[] = {1, 2, 3, 4};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) UPDATE_IND(2, "A", "b", 20)
+                   GET(3, "A", "b", 7, 40, 50) GET(4, "A", "a", 1, 60, 70),
+               "A", 4, want);
+}
+
+static void test_seq_order(void** state) {
+    (void)state;
+    /* Concurrent updates got seqs 2 and 3: the one with seq 3 came last,
+     * so a read after both must see it. */
+    static const uint64_t want[] = {1, 2, 3, 4};
+    expect_bad(CREATE(1, "A", "a", 1, 0, 10) UPDATE(2, "A", "b", 2, 20, 60)
+                   UPDATE(3, "A", "c", 3, 20, 60) GET(4, "A", "b", 2, 70, 80),
+               "A", 4, want);
+}
+
+static void test_parse_errors(void** state) {
+    (void)state;
+    struct ctl_history h;
+    char err[256];
+    const char* bad[] = {
+        "{\"f\":\"get\"\n",
+        "{\"f\":\"frob\",\"invoke_us\":1,\"outcome\":\"ok\"}\n",
+        "{\"f\":\"get\",\"id\":\"A\",\"invoke_us\":5,\"complete_us\":1,"
+        "\"outcome\":\"ok\",\"result\":{\"found\":false}}\n",
+        "{\"f\":\"get\",\"id\":\"A\",\"invoke_us\":1,\"complete_us\":2,"
+        "\"outcome\":\"ok\"}\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ctl_history_init(&h);
+        assert_int_equal(
+            ctl_history_parse(bad[i], strlen(bad[i]), &h, err, sizeof err), -1);
+        assert_non_null(strstr(err, "line 1"));
+        ctl_history_free(&h);
+    }
+}
+
+static void test_roundtrip(void** state) {
+    (void)state;
+    /* ctl_hop_json writes what ctl_history_parse reads. */
+    const char* text = CREATE(1, "A", "a", 1, 0, 10)
+        CAS_412(2, "A", "b", 5, 1, 20, 30) UPDATE_IND(3, "A", "c", 40)
+            DELETE(4, "A", 50, 60) GET_NF(5, "A", 70, 80);
+    struct ctl_history h, h2;
+    char err[256];
+    ctl_history_init(&h);
+    ctl_history_init(&h2);
+    assert_int_equal(ctl_history_parse(text, strlen(text), &h, err, sizeof err),
+                     0);
+    for (size_t i = 0; i < h.count; i++) {
+        json_t* o = ctl_hop_json(&h.ops[i]);
+        char* s = json_dumps(o, JSON_COMPACT);
+        assert_int_equal(ctl_history_parse(s, strlen(s), &h2, err, sizeof err),
+                         0);
+        free(s);
+        json_decref(o);
+        const struct ctl_hop *a = &h.ops[i], *b = &h2.ops[i];
+        assert_int_equal(a->fn, b->fn);
+        assert_int_equal(a->outcome, b->outcome);
+        assert_int_equal(a->res, b->res);
+        assert_int_equal(a->res_seq, b->res_seq);
+        assert_int_equal(a->invoke_us, b->invoke_us);
+        assert_string_equal(a->id, b->id);
+    }
+    ctl_history_free(&h);
+    ctl_history_free(&h2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linearizable_sequential),
+        cmocka_unit_test(test_linearizable_concurrent),
+        cmocka_unit_test(test_linearizable_indeterminate),
+        cmocka_unit_test(test_stale_read),
+        cmocka_unit_test(test_lost_write),
+        cmocka_unit_test(test_never_written),
+        cmocka_unit_test(test_wrong_cas_version),
+        cmocka_unit_test(test_indeterminate_cannot_revert),
+        cmocka_unit_test(test_seq_order),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
