@@ -321,6 +321,7 @@ struct sim_params {
     uint32_t partition_bp;    /* chance per step to start a partition */
     uint32_t flap_bp;         /* chance a partition flaps */
     uint32_t crash_bp;        /* chance per step to crash a node */
+    uint32_t down_max;        /* crash: ticks down, 1..down_max */
     uint32_t power_bp;        /* chance per step all nodes crash */
     uint32_t pause_bp;        /* chance per step to pause a node */
     uint32_t disk_min;        /* sync latency, ticks */

@@ -439,11 +439,44 @@ void sim_check_acked(struct sim* s, raft_index index, raft_term term) {
     sim_check_leaders_hold(s, index);
 }
 
+/*
+ * Thesis §6.4.1: a leader whose lease is valid may answer reads alone, which
+ * is only safe if no newer leader can have committed anything meanwhile.
+ * A paused leader is skipped: it serves nothing until its clock catches up.
+ */
+static void sim_check_lease(struct sim* s, struct sim_node* l) {
+    raft_term lt = raft_current_term(l->core);
+    for (uint32_t i = 1; i <= s->o.nodes; i++) {
+        struct sim_node* o = &s->node[i];
+        if (o == l || !sim_node_is_live(o) ||
+            raft_role(o->core) != RAFT_LEADER ||
+            raft_current_term(o->core) <= lt) {
+            continue;
+        }
+        raft_term t = 0;
+        raft_index c = raft_commit_index(o->core);
+        if (raft_term_at(o->core, c, &t) == RAFT_OK &&
+            t == raft_current_term(o->core)) {
+            sim_fail(s, "lease-safety",
+                     "n%llu holds a leader lease in term %llu (commit %llu) "
+                     "while n%llu leads term %llu and committed %llu in it",
+                     (unsigned long long)l->id, (unsigned long long)lt,
+                     (unsigned long long)raft_commit_index(l->core),
+                     (unsigned long long)o->id, (unsigned long long)t,
+                     (unsigned long long)c);
+        }
+    }
+}
+
 void sim_check_step(struct sim* s) {
     for (uint32_t i = 1; i <= s->o.nodes; i++) {
         struct sim_node* n = &s->node[i];
         if (!sim_node_is_live(n)) {
             continue;
+        }
+        if (!n->paused && raft_role(n->core) == RAFT_LEADER &&
+            raft_lease_valid(n->core)) {
+            sim_check_lease(s, n);
         }
         const char* bad = raft_check_invariants(n->core);
         if (bad != NULL) {

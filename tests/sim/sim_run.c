@@ -24,7 +24,7 @@ static uint32_t sim_pick_bp(struct sim* s,
 static void sim_draw_params(struct sim* s) {
     struct sim_params* p = &s->p;
     static const size_t msg_bytes[] = {64, 512, 4096, 1 << 20};
-    p->election_ticks = (uint32_t)sim_rng_range(&s->rng, 8, 20);
+    p->election_ticks = (uint32_t)sim_rng_range(&s->rng, 8, 30);
     p->heartbeat_ticks =
         (uint32_t)sim_rng_range(&s->rng, 1, p->election_ticks / 4);
     p->delay_min = 1;
@@ -55,6 +55,11 @@ static void sim_draw_params(struct sim* s) {
         p->max_inflight = (uint32_t)(1024 / p->max_msg_bytes);
     }
     p->lease_bp = sim_pick_bp(s, 4000, 1000, 9000);
+    /* Some seeds restart crashed nodes almost at once: a node that forgets
+     * it heard from a leader is the interesting case for leases. */
+    p->down_max = sim_rng_chance(&s->rng, 3000)
+                      ? (uint32_t)sim_rng_range(&s->rng, 1, 5)
+                      : 100;
 }
 
 #define SIM_PCT(bp) (unsigned)((bp) / 100), (unsigned)((bp) % 100)
@@ -68,10 +73,11 @@ static void sim_print_params(const struct sim* s) {
     printf(
         "faults: drop=%u.%02u%% dup=%u.%02u%% delay=%u..%u "
         "partition=%u.%02u%%/step flap=%u.%02u%% crash=%u.%02u%%/step "
-        "power=%u.%02u%%/step pause=%u.%02u%%/step disk=%u..%u\n",
+        "power=%u.%02u%%/step down=1..%u pause=%u.%02u%%/step disk=%u..%u\n",
         SIM_PCT(p->drop_bp), SIM_PCT(p->dup_bp), p->delay_min, p->delay_max,
         SIM_PCT(p->partition_bp), SIM_PCT(p->flap_bp), SIM_PCT(p->crash_bp),
-        SIM_PCT(p->power_bp), SIM_PCT(p->pause_bp), p->disk_min, p->disk_max);
+        SIM_PCT(p->power_bp), p->down_max, SIM_PCT(p->pause_bp), p->disk_min,
+        p->disk_max);
     printf(
         "cluster: election=%u heartbeat=%u inflight=%u msg_bytes=%zu "
         "uncommitted=%llu prevote=%d checkquorum=%d snapshot_every=%u "
@@ -92,7 +98,7 @@ static void sim_partition_pattern(struct sim* s) {
     struct sim_partition* pt = &s->part;
     uint32_t n = s->o.nodes;
     memset(pt->cut, 0, sizeof(pt->cut));
-    uint64_t kind = sim_rng_below(&s->rng, 3);
+    uint64_t kind = sim_rng_below(&s->rng, 4);
     if (kind == 0) { /* symmetric split into two non-empty sides */
         bool side[SIM_MAX_NODES + 1];
         uint64_t mask = 1 + sim_rng_below(&s->rng, (1ULL << n) - 2);
@@ -111,13 +117,19 @@ static void sim_partition_pattern(struct sim* s) {
             uint32_t b = 1 + (uint32_t)sim_rng_below(&s->rng, n);
             pt->cut[a][b] = a != b;
         }
-    } else { /* isolate the leader (or anyone) both ways */
+    } else if (kind == 2) { /* isolate the leader (or anyone) both ways */
         struct sim_node* l = sim_leader(s);
         uint32_t x =
             l ? (uint32_t)l->id : 1 + (uint32_t)sim_rng_below(&s->rng, n);
         for (uint32_t i = 1; i <= n; i++) {
             pt->cut[x][i] = pt->cut[i][x] = i != x;
         }
+    } else { /* non-transitive: the leader and one node lose each other */
+        struct sim_node* l = sim_leader(s);
+        uint32_t a =
+            l ? (uint32_t)l->id : 1 + (uint32_t)sim_rng_below(&s->rng, n);
+        uint32_t b = 1 + (uint32_t)sim_rng_below(&s->rng, n);
+        pt->cut[a][b] = pt->cut[b][a] = a != b;
     }
     sim_trace(s, "partition kind=%llu", (unsigned long long)kind);
 }
@@ -184,7 +196,7 @@ static void sim_faults_nodes(struct sim* s) {
     if (sim_rng_chance(&s->rng, s->p.crash_bp)) {
         struct sim_node* x = &s->node[1 + sim_rng_below(&s->rng, n)];
         if (x->up) {
-            x->down_until = s->now + sim_rng_range(&s->rng, 1, 100);
+            x->down_until = s->now + sim_rng_range(&s->rng, 1, s->p.down_max);
             sim_node_crash(s, x);
         }
     }
