@@ -8,6 +8,21 @@
  *   skein-wire encode update ID VALUE [EXPECTED_SEQ]
  *   skein-wire encode count | list | status
  *   skein-wire decode < reply.bin
+ *
+ * Added for the fault tests (tests/fault/):
+ *   skein-wire encode get ID linearizable|lease|stale   read consistency
+ *   skein-wire encode list LIMIT [AFTER_ID]       one page of the list
+ *   skein-wire encode fault PEER [drop=P] [dup=P] [delay=MS] [jitter=MS]
+ *                           [partition] [clear]   transport fault hook on
+ *                           the node it is sent to, for messages it sends
+ *                           to PEER (0 = every peer)
+ *   skein-wire encode transfer TO                 hand leadership to TO
+ *   skein-wire encode member-add ID URL [HTTP] [learner]
+ *   skein-wire encode member-remove ID | members
+ *   skein-wire decode -v                          status also prints one
+ *                                                 "follower ..." line each
+ * Admin replies other than status print status=NAME (and leader_hint=,
+ * error=, one "member ..." line per member) instead of "reply body 41".
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,6 +43,93 @@ static int write_env(const Skein__Envelope* env) {
     rv = fwrite(buf, 1, len, stdout) == len ? 0 : 1;
     free(buf);
     return rv;
+}
+
+static int set_consistency(Skein__ClientRequest* req, const char* name) {
+    req->has_consistency = 1;
+    if (strcmp(name, "linearizable") == 0) {
+        req->consistency = SKEIN__CLIENT_REQUEST__CONSISTENCY__LINEARIZABLE;
+    } else if (strcmp(name, "lease") == 0) {
+        req->consistency = SKEIN__CLIENT_REQUEST__CONSISTENCY__LEASE;
+    } else if (strcmp(name, "stale") == 0) {
+        req->consistency = SKEIN__CLIENT_REQUEST__CONSISTENCY__STALE;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* The admin operations of the fault tests; the sub-messages are static so
+ * that they outlive this call (one request per process). */
+static int encode_admin(Skein__AdminRequest* areq, int argc, char** argv) {
+    static Skein__FaultInjectRequest f = SKEIN__FAULT_INJECT_REQUEST__INIT;
+    static Skein__TransferLeaderRequest tl =
+        SKEIN__TRANSFER_LEADER_REQUEST__INIT;
+    static Skein__MemberAddRequest ma = SKEIN__MEMBER_ADD_REQUEST__INIT;
+    static Skein__MemberRemoveRequest mr = SKEIN__MEMBER_REMOVE_REQUEST__INIT;
+    static Skein__MemberListRequest ml = SKEIN__MEMBER_LIST_REQUEST__INIT;
+    const char* op = argv[0];
+
+    if (strcmp(op, "fault") == 0 && argc >= 2) {
+        f.has_peer = 1;
+        f.peer = strtoull(argv[1], NULL, 10);
+        for (int i = 2; i < argc; i++) {
+            const char* a = argv[i];
+            if (strncmp(a, "drop=", 5) == 0) {
+                f.has_drop_probability = 1;
+                f.drop_probability = strtod(a + 5, NULL);
+            } else if (strncmp(a, "dup=", 4) == 0) {
+                f.has_duplicate_probability = 1;
+                f.duplicate_probability = strtod(a + 4, NULL);
+            } else if (strncmp(a, "delay=", 6) == 0) {
+                f.has_delay_ms = 1;
+                f.delay_ms = (uint32_t)strtoul(a + 6, NULL, 10);
+            } else if (strncmp(a, "jitter=", 7) == 0) {
+                f.has_jitter_ms = 1;
+                f.jitter_ms = (uint32_t)strtoul(a + 7, NULL, 10);
+            } else if (strcmp(a, "partition") == 0) {
+                f.has_partition = 1;
+                f.partition = 1;
+            } else if (strcmp(a, "clear") == 0) {
+                f.has_clear = 1;
+                f.clear = 1;
+            } else {
+                return -1;
+            }
+        }
+        areq->op_case = SKEIN__ADMIN_REQUEST__OP_FAULT_INJECT;
+        areq->fault_inject = &f;
+    } else if (strcmp(op, "transfer") == 0 && argc >= 2) {
+        tl.has_to = 1;
+        tl.to = strtoull(argv[1], NULL, 10);
+        areq->op_case = SKEIN__ADMIN_REQUEST__OP_TRANSFER_LEADER;
+        areq->transfer_leader = &tl;
+    } else if (strcmp(op, "member-add") == 0 && argc >= 3) {
+        ma.has_id = 1;
+        ma.id = strtoull(argv[1], NULL, 10);
+        ma.address = argv[2];
+        for (int i = 3; i < argc; i++) {
+            if (strcmp(argv[i], "learner") == 0) {
+                ma.has_learner = 1;
+                ma.learner = 1;
+            } else {
+                ma.http_address = argv[i];
+            }
+        }
+        areq->op_case = SKEIN__ADMIN_REQUEST__OP_MEMBER_ADD;
+        areq->member_add = &ma;
+    } else if (strcmp(op, "member-remove") == 0 && argc >= 2) {
+        mr.has_id = 1;
+        mr.id = strtoull(argv[1], NULL, 10);
+        areq->op_case = SKEIN__ADMIN_REQUEST__OP_MEMBER_REMOVE;
+        areq->member_remove = &mr;
+    } else if (strcmp(op, "members") == 0) {
+        areq->op_case = SKEIN__ADMIN_REQUEST__OP_MEMBER_LIST;
+        areq->member_list = &ml;
+    } else {
+        return -1;
+    }
+    return 0;
 }
 
 static int encode(int argc, char** argv) {
@@ -68,7 +170,17 @@ static int encode(int argc, char** argv) {
         g.id = argv[1];
         req.op_case = SKEIN__CLIENT_REQUEST__OP_GET;
         req.get = &g;
+        if (argc >= 3 && set_consistency(&req, argv[2]) != 0) {
+            fprintf(stderr, "skein-wire: consistency is linearizable, lease "
+                            "or stale\n");
+            return 2;
+        }
     } else if (strcmp(op, "list") == 0) {
+        if (argc >= 2) {
+            l.has_limit = 1;
+            l.limit = (uint32_t)strtoul(argv[1], NULL, 10);
+        }
+        l.after = argc >= 3 ? argv[2] : NULL;
         req.op_case = SKEIN__CLIENT_REQUEST__OP_LIST;
         req.list = &l;
     } else if (strcmp(op, "count") == 0) {
@@ -79,6 +191,14 @@ static int encode(int argc, char** argv) {
         env.admin_request = &areq;
         areq.op_case = SKEIN__ADMIN_REQUEST__OP_STATUS;
         areq.status = &st;
+    } else if (strcmp(op, "fault") == 0 || strcmp(op, "transfer") == 0 ||
+               strncmp(op, "member", 6) == 0) {
+        env.body_case = SKEIN__ENVELOPE__BODY_ADMIN_REQUEST;
+        env.admin_request = &areq;
+        if (encode_admin(&areq, argc, argv) != 0) {
+            fprintf(stderr, "skein-wire: unknown or incomplete request\n");
+            return 2;
+        }
     } else {
         fprintf(stderr, "skein-wire: unknown or incomplete request\n");
         return 2;
@@ -93,7 +213,7 @@ static void print_entry(const Skein__KVEntry* e) {
            e->seq, e->source_node, e->created_at);
 }
 
-static int decode(void) {
+static int decode(int verbose) {
     static uint8_t buf[64 << 20];
     size_t len = fread(buf, 1, sizeof(buf), stdin);
     Skein__Envelope* env = skein__envelope__unpack(NULL, len, buf);
@@ -114,6 +234,9 @@ static int decode(void) {
         for (size_t i = 0; i < r->n_entries; i++) {
             print_entry(r->entries[i]);
         }
+        if (r->truncated) {
+            printf("truncated=1\n");
+        }
         if (r->has_count) {
             printf("count=%" PRIu64 "\n", r->count);
         }
@@ -132,6 +255,36 @@ static int decode(void) {
                s->first_log_index,
                s->resync_stats ? s->resync_stats->snapshots_applied : 0,
                s->resync_stats ? s->resync_stats->send_successes : 0);
+        for (size_t i = 0; verbose && i < s->n_followers; i++) {
+            const Skein__FollowerStatus* f = s->followers[i];
+            printf("follower id=%" PRIu64 " health=%d progress=%d match=%" PRIu64
+                   " next=%" PRIu64 " lag=%" PRIu64 " latency_ms=%" PRIu64
+                   " failures=%" PRIu64 " inflight=%u\n",
+                   f->id, f->health, f->progress_state, f->match_index,
+                   f->next_index, f->lag, f->last_latency_ms,
+                   f->consecutive_failures, f->inflight);
+        }
+    } else if (env->body_case == SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE) {
+        const Skein__AdminResponse* a = env->admin_response;
+        printf("status=%s\n",
+               protobuf_c_enum_descriptor_get_value(
+                   &skein__client_response__status__descriptor, a->status)
+                   ->name);
+        if (a->has_leader_hint) {
+            printf("leader_hint=%" PRIu64 "\n", a->leader_hint);
+        }
+        if (a->error != NULL) {
+            printf("error=%s\n", a->error);
+        }
+        if (a->result_case == SKEIN__ADMIN_RESPONSE__RESULT_CONFIGURATION) {
+            for (size_t i = 0; i < a->configuration->n_members; i++) {
+                const Skein__Member* m = a->configuration->members[i];
+                printf("member id=%" PRIu64 " role=%s address=%s\n", m->id,
+                       m->role == SKEIN__MEMBER__ROLE__LEARNER ? "learner"
+                                                               : "voter",
+                       m->address ? m->address : "");
+            }
+        }
     } else {
         printf("reply body %d\n", env->body_case);
     }
@@ -144,7 +297,7 @@ int main(int argc, char** argv) {
         return encode(argc - 2, argv + 2);
     }
     if (argc >= 2 && strcmp(argv[1], "decode") == 0) {
-        return decode();
+        return decode(argc >= 3 && strcmp(argv[2], "-v") == 0);
     }
     fprintf(stderr, "usage: skein-wire encode OP ARGS... | decode\n");
     return 2;
