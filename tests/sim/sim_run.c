@@ -255,8 +255,9 @@ static void sim_heal_all(struct sim* s) {
         struct sim_node* n = &s->node[i];
         if (!n->up) {
             sim_node_start(s, n);
+        } else if (n->paused) {
+            sim_node_resume(s, n); /* with the ticks it missed */
         }
-        n->paused = false;
     }
     sim_trace(s, "liveness: all healed");
 }
