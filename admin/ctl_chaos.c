@@ -290,6 +290,13 @@ static void ctl_chaos_restart(struct ctl_chaos* c, size_t i) {
 static void ctl_chaos_event(struct ctl_chaos* c, uint64_t n) {
     size_t count = c->cluster->count;
     int leader = ctl_find_leader(&c->nodes, 1000);
+    /* The first event is a SIGKILL of the leader: wait out an election. */
+    for (int tries = 0; n == 0 && leader < 0 && tries < 50; tries++) {
+        if (ctl_chaos_sleep(c, 100)) {
+            return;
+        }
+        leader = ctl_find_leader(&c->nodes, 1000);
+    }
     size_t target;
     bool aim_leader =
         leader >= 0 &&
@@ -302,7 +309,7 @@ static void ctl_chaos_event(struct ctl_chaos* c, uint64_t n) {
         ctl_chaos_restart(c, target);
         return;
     }
-    if ((long)ctl_rng_below(&c->rng, 100) < c->opts.stop_pct) {
+    if (n > 0 && (long)ctl_rng_below(&c->rng, 100) < c->opts.stop_pct) {
         ctl_chaos_log(c, "SIGSTOP node %llu%s for %ld ms",
                       (unsigned long long)m->id, is_leader ? " (leader)" : "",
                       c->opts.stop_ms);

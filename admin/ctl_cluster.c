@@ -201,8 +201,10 @@ static int ctl_cluster_kill_all(struct ctl_cluster* c,
                                 int64_t grace_ms,
                                 bool quiet) {
     int bad = 0;
+    bool was[CTL_MAX_NODES];
     for (size_t i = 0; i < c->count; i++) {
-        if (ctl_pid_alive(c->node[i].pid)) {
+        was[i] = ctl_pid_alive(c->node[i].pid);
+        if (was[i]) {
             kill(c->node[i].pid, SIGTERM);
             kill(c->node[i].pid, SIGCONT);
         }
@@ -212,7 +214,6 @@ static int ctl_cluster_kill_all(struct ctl_cluster* c,
         if (m->pid <= 0) {
             continue;
         }
-        bool was = ctl_pid_alive(m->pid);
         int64_t t0 = ctl_now_ms();
         if (ctl_pid_stop(m->pid, SIGTERM, grace_ms) != 0) {
             fprintf(stderr,
@@ -222,7 +223,7 @@ static int ctl_cluster_kill_all(struct ctl_cluster* c,
             bad = -1;
             continue;
         }
-        if (was && !quiet) {
+        if (was[i] && !quiet) {
             printf("stopped node %llu (pid %ld) in %lld ms\n",
                    (unsigned long long)m->id, (long)m->pid,
                    (long long)(ctl_now_ms() - t0));

@@ -166,15 +166,20 @@ int ctl_cmd_verify(int argc, char** argv) {
     struct ctl_status st[CTL_MAX_NODES];
     int64_t deadline = ctl_now_ms() + (int64_t)(timeout_s * 1000);
     bool same_index = false;
+    int ref = -1; /* first node that answered: the reference */
     int64_t t0 = ctl_now_ms();
     for (;;) {
         bool all_up = true;
         same_index = true;
+        ref = -1;
         for (size_t i = 0; i < nodes.count; i++) {
             ctl_fetch_status(nodes.url[i], 2000, &st[i]);
             all_up = all_up && st[i].ok;
-            same_index = same_index && st[i].ok &&
-                         st[i].last_applied == st[0].last_applied;
+            if (st[i].ok && ref < 0) {
+                ref = (int)i;
+            }
+            same_index = same_index && (!st[i].ok || st[i].last_applied ==
+                                                         st[ref].last_applied);
         }
         if (all_up && same_index) {
             break;
@@ -195,10 +200,10 @@ int ctl_cmd_verify(int argc, char** argv) {
             down++;
         } else if (!same_index) {
             verdict = "APPLIED INDEX DIFFERS";
-        } else if (st[i].entry_count != st[0].entry_count) {
+        } else if (st[i].entry_count != st[ref].entry_count) {
             verdict = "COUNT MISMATCH";
             ok = false;
-        } else if (strcmp(st[i].state_hash, st[0].state_hash) != 0) {
+        } else if (strcmp(st[i].state_hash, st[ref].state_hash) != 0) {
             verdict = "HASH MISMATCH";
             ok = false;
         }
@@ -262,7 +267,7 @@ int ctl_cmd_verify(int argc, char** argv) {
                 timeout_s);
         } else {
             printf("verify: FAILED: nodes disagree at applied index %llu\n",
-                   (unsigned long long)st[0].last_applied);
+                   (unsigned long long)st[ref].last_applied);
         }
     }
     return ok ? 0 : 1;
