@@ -273,14 +273,24 @@ static int gw_fetch_leader(struct gw_req* r,
         return 0;
     }
     json_t* extra = json_object();
+    const Skein__Configuration* c = (*s)->configuration;
     if ((*s)->leader_id != 0) {
         json_object_set_new(extra, "leader_id", gw_json_u64((*s)->leader_id));
+        /* Name the leader's REST address, so the client can go there. */
+        for (size_t i = 0; c != NULL && i < c->n_members; i++) {
+            const Skein__Member* m = c->members[i];
+            if (m->id == (*s)->leader_id && m->http_address != NULL &&
+                m->http_address[0] != '\0') {
+                json_object_set_new(extra, "leader_address",
+                                    json_string(m->http_address));
+            }
+        }
     }
     skein__envelope__free_unpacked(*reply, NULL);
     *reply = NULL;
     gw_reply_error(r, 503, "not_leader", extra,
                    "this needs the leader, and no leader is reachable from "
-                   "this gateway");
+                   "this gateway (leader_address names it when known)");
     return -1;
 }
 
@@ -299,16 +309,19 @@ static bool gw_addr_match(const char* have, const char* want) {
     return strcmp(h, w) == 0;
 }
 
-/* Resolves a force-resync target to a node id, 0 if unknown. */
-static uint64_t gw_resolve_target(const Skein__StatusResponse* s,
-                                  const char* t) {
+/* Resolves a force-resync target to a node id (ids may be 0). Returns
+ * false if no follower or member is known by that name. */
+static bool gw_resolve_target(const Skein__StatusResponse* s,
+                              const char* t,
+                              uint64_t* out) {
     uint64_t id;
     bool numeric = gw_parse_u64(t, &id) == 0;
     for (size_t i = 0; i < s->n_followers; i++) {
         const Skein__FollowerStatus* f = s->followers[i];
         if ((numeric && f->id == id) || gw_addr_match(f->http_address, t) ||
             gw_addr_match(f->address, t)) {
-            return f->id;
+            *out = f->id;
+            return true;
         }
     }
     const Skein__Configuration* c = s->configuration;
@@ -316,10 +329,11 @@ static uint64_t gw_resolve_target(const Skein__StatusResponse* s,
         const Skein__Member* m = c->members[i];
         if ((numeric && m->id == id) || gw_addr_match(m->http_address, t) ||
             gw_addr_match(m->address, t)) {
-            return m->id;
+            *out = m->id;
+            return true;
         }
     }
-    return 0;
+    return false;
 }
 
 static json_t* gw_resync_extra(const char* target) {
@@ -385,10 +399,11 @@ static int gw_force_resync(struct gw_req* r) {
     if (gw_fetch_leader(r, &reply, &s, &leader_idx) != 0) {
         return -1;
     }
-    uint64_t id = gw_resolve_target(s, target);
+    uint64_t id = 0;
+    bool known = gw_resolve_target(s, target, &id);
     uint64_t self = s->node_id;
     skein__envelope__free_unpacked(reply, NULL);
-    if (id == 0) {
+    if (!known) {
         return gw_reply_error(r, 404, "unknown_target", gw_resync_extra(target),
                               "no follower is known as %s", target);
     }
@@ -400,8 +415,8 @@ static int gw_force_resync(struct gw_req* r) {
 }
 
 /* The follower `auto` picks: a voter, not desynced, least lag, then least
- * latency, then fewest failures. 0 if none. */
-static uint64_t gw_pick_successor(const Skein__StatusResponse* s) {
+ * latency, then fewest failures. Returns false if none qualifies. */
+static bool gw_pick_successor(const Skein__StatusResponse* s, uint64_t* out) {
     const Skein__FollowerStatus* best = NULL;
     for (size_t i = 0; i < s->n_followers; i++) {
         const Skein__FollowerStatus* f = s->followers[i];
@@ -418,7 +433,10 @@ static uint64_t gw_pick_successor(const Skein__StatusResponse* s) {
             best = f;
         }
     }
-    return best != NULL ? best->id : 0;
+    if (best != NULL) {
+        *out = best->id;
+    }
+    return best != NULL;
 }
 
 static bool gw_is_voter(const Skein__StatusResponse* s, uint64_t id) {
@@ -469,7 +487,7 @@ static int gw_transfer_leader(struct gw_req* r) {
     uint64_t id = 0;
     int n = gw_query(r, "to", to, sizeof to);
     bool is_auto = n > 0 && strcmp(to, "auto") == 0;
-    if (n <= 0 || (!is_auto && (gw_parse_u64(to, &id) != 0 || id == 0))) {
+    if (n <= 0 || (!is_auto && gw_parse_u64(to, &id) != 0)) {
         return gw_reply_error(r, 400, n == -1 ? "missing_param" : "bad_param",
                               NULL, "to must be a node id or auto");
     }
@@ -482,8 +500,7 @@ static int gw_transfer_leader(struct gw_req* r) {
     uint64_t self = s->node_id;
     int rv = 0;
     if (is_auto) {
-        id = gw_pick_successor(s);
-        if (id == 0) {
+        if (!gw_pick_successor(s, &id)) {
             rv = gw_reply_error(r, 409, "no_candidate", NULL,
                                 "no healthy voting follower to hand "
                                 "leadership to");
@@ -554,16 +571,20 @@ static json_t* gw_admin_body(struct gw_req* r, bool empty_ok) {
     return doc;
 }
 
-/* {"id": N} field: -1 after a 400; 0 with *id (0 if absent). */
-static int gw_id_field(struct gw_req* r, json_t* doc, uint64_t* id) {
+/* {"id": N} field (N >= 0): -1 after a 400; 0 with *present and *id. */
+static int gw_id_field(struct gw_req* r,
+                       json_t* doc,
+                       uint64_t* id,
+                       bool* present) {
     json_t* v = json_object_get(doc, "id");
     *id = 0;
+    *present = v != NULL;
     if (v == NULL) {
         return 0;
     }
-    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
         gw_reply_error(r, 400, "wrong_type", NULL,
-                       "field \"id\" must be a positive integer");
+                       "field \"id\" must be a node id (an integer >= 0)");
         return -1;
     }
     *id = (uint64_t)json_integer_value(v);
@@ -601,12 +622,13 @@ static int gw_members_add(struct gw_req* r) {
     const char* http;
     json_t* learner = json_object_get(doc, "learner");
     int rv = -1;
-    if (gw_id_field(r, doc, &id) != 0 ||
+    bool has_id;
+    if (gw_id_field(r, doc, &id, &has_id) != 0 ||
         gw_opt_string(r, doc, "address", GW_URL_MAX, &address) != 0 ||
         gw_opt_string(r, doc, "http_address", GW_URL_MAX, &http) != 0) {
         goto out;
     }
-    if (id == 0 || address == NULL || address[0] == '\0') {
+    if (!has_id || address == NULL || address[0] == '\0') {
         gw_reply_error(r, 400, "missing_field", NULL,
                        "fields \"id\" and \"address\" are required");
         goto out;
@@ -636,28 +658,29 @@ static int gw_members_remove(struct gw_req* r, const char* suffix) {
     uint64_t id = 0;
     char buf[32];
     if (suffix != NULL) {
-        if (gw_parse_u64(suffix, &id) != 0 || id == 0) {
+        if (gw_parse_u64(suffix, &id) != 0) {
             return gw_reply_error(r, 404, "not_found", NULL,
                                   "no member with id %s", "(invalid)");
         }
     } else {
         int n = gw_query(r, "id", buf, sizeof buf);
-        if (n != -1 && (n < 0 || gw_parse_u64(buf, &id) != 0 || id == 0)) {
+        bool has_id = n != -1;
+        if (has_id && (n < 0 || gw_parse_u64(buf, &id) != 0)) {
             return gw_reply_error(r, 400, "bad_param", NULL,
-                                  "id must be a positive integer");
+                                  "id must be a node id (an integer)");
         }
-        if (id == 0) {
+        if (!has_id) {
             json_t* doc = gw_admin_body(r, true);
             if (doc == NULL) {
                 return -1;
             }
-            int rv = gw_id_field(r, doc, &id);
+            int rv = gw_id_field(r, doc, &id, &has_id);
             json_decref(doc);
             if (rv != 0) {
                 return -1;
             }
         }
-        if (id == 0) {
+        if (!has_id) {
             return gw_reply_error(r, 400, "missing_param", NULL,
                                   "the member id is required: "
                                   "/_raft/members/ID, ?id=ID or "

@@ -365,7 +365,20 @@ static void gw_render_node_roles(struct gw_buf* b,
     }
 }
 
-/* Per-follower families (leaders only have followers). */
+/* The labels of one follower of node s. */
+static void gw_follower_labels(struct gw_buf* b,
+                               const Skein__StatusResponse* s,
+                               const Skein__FollowerStatus* f) {
+    char name[32];
+    gw_node_labels(b, s);
+    gw_buf_printf(b, ",follower_id=\"%llu\",follower=\"",
+                  (unsigned long long)f->id);
+    gw_label(b, gw_follower_address(f, name, sizeof name));
+    gw_buf_append(b, "\"", 1);
+}
+
+/* Per-follower families (leaders only have followers). The health is a
+ * state set: one series per state, 1 for the current one. */
 static void gw_render_followers(struct gw_buf* b,
                                 Skein__Envelope* const* st,
                                 size_t n) {
@@ -379,8 +392,15 @@ static void gw_render_followers(struct gw_buf* b,
          "Round trip of the last AppendEntries.", 1},
         {"skein_follower_match_index", "Last index known replicated.", 2},
         {"skein_follower_consecutive_failures", "Failed sends in a row.", 3},
-        {"skein_follower_healthy", "1 if the follower is healthy.", 4},
+        {"skein_follower_health",
+         "Follower health (healthy, lagging, desynced, unknown): 1 for the "
+         "current one.",
+         4},
     };
+    static const int healths[] = {SKEIN__FOLLOWER_STATUS__HEALTH__HEALTHY,
+                                  SKEIN__FOLLOWER_STATUS__HEALTH__LAGGING,
+                                  SKEIN__FOLLOWER_STATUS__HEALTH__DESYNCED,
+                                  SKEIN__FOLLOWER_STATUS__HEALTH__UNKNOWN};
     for (size_t k = 0; k < sizeof fams / sizeof fams[0]; k++) {
         gw_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", fams[k].name,
                       fams[k].help, fams[k].name);
@@ -391,38 +411,26 @@ static void gw_render_followers(struct gw_buf* b,
             const Skein__StatusResponse* s = st[i]->admin_response->node_status;
             for (size_t j = 0; j < s->n_followers; j++) {
                 const Skein__FollowerStatus* f = s->followers[j];
-                char name[32];
+                if (fams[k].field == 4) {
+                    for (size_t h = 0; h < 4; h++) {
+                        gw_buf_printf(b, "%s{", fams[k].name);
+                        gw_follower_labels(b, s, f);
+                        gw_buf_printf(b, ",health=\"%s\"} %d\n",
+                                      gw_health_name(healths[h]),
+                                      (int)f->health == healths[h] ? 1 : 0);
+                    }
+                    continue;
+                }
                 gw_buf_printf(b, "%s{", fams[k].name);
-                gw_node_labels(b, s);
-                gw_buf_printf(b, ",follower_id=\"%llu\",follower=\"",
-                              (unsigned long long)f->id);
-                gw_label(b, gw_follower_address(f, name, sizeof name));
-                gw_buf_printf(b, "\",health=\"%s\"} ",
-                              gw_health_name(f->health));
-                switch (fams[k].field) {
-                    case 0:
-                        gw_buf_printf(b, "%llu\n", (unsigned long long)f->lag);
-                        break;
-                    case 1:
-                        gw_buf_printf(b, "%.3f\n",
-                                      (double)f->last_latency_ms / 1e3);
-                        break;
-                    case 2:
-                        gw_buf_printf(b, "%llu\n",
-                                      (unsigned long long)f->match_index);
-                        break;
-                    case 3:
-                        gw_buf_printf(
-                            b, "%llu\n",
-                            (unsigned long long)f->consecutive_failures);
-                        break;
-                    default:
-                        gw_buf_printf(
-                            b, "%d\n",
-                            f->health == SKEIN__FOLLOWER_STATUS__HEALTH__HEALTHY
-                                ? 1
-                                : 0);
-                        break;
+                gw_follower_labels(b, s, f);
+                if (fams[k].field == 1) {
+                    gw_buf_printf(b, "} %.3f\n",
+                                  (double)f->last_latency_ms / 1e3);
+                } else {
+                    uint64_t v = fams[k].field == 0   ? f->lag
+                                 : fams[k].field == 2 ? f->match_index
+                                                      : f->consecutive_failures;
+                    gw_buf_printf(b, "} %llu\n", (unsigned long long)v);
                 }
             }
         }

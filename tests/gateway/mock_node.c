@@ -642,7 +642,7 @@ static void mock_serve_one(struct mock_node* m,
     }
     for (unsigned waited = 0; waited < delay && !atomic_load(&m->stop);
          waited += 10) {
-                mock_sleep_ms(10);
+        mock_sleep_ms(10);
     }
     if (atomic_load(&m->stop)) { /* dying: never answer */
         if (in != NULL) {

@@ -827,7 +827,11 @@ static void test_metrics_and_dashboard(void** state) {
         "skein_node_last_applied{node_id=\"1\"} ",
         "skein_node_last_log_index{node_id=\"1\"} ",
         "skein_follower_lag_entries{node_id=\"1\",follower_id=\"3\","
-        "follower=\"127.0.0.1:8003\",health=\"lagging\"} 5\n",
+        "follower=\"127.0.0.1:8003\"} 5\n",
+        "skein_follower_health{node_id=\"1\",follower_id=\"3\","
+        "follower=\"127.0.0.1:8003\",health=\"lagging\"} 1\n",
+        "skein_follower_health{node_id=\"1\",follower_id=\"3\","
+        "follower=\"127.0.0.1:8003\",health=\"healthy\"} 0\n",
         "skein_follower_last_latency_seconds{node_id=\"1\",follower_id=\"2\"",
         "skein_resync_snapshots_created_total{node_id=\"1\"} 2\n",
         "skein_gateway_requests_total{route=\"kv_create\",status=\"201\"} ",
