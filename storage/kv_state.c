@@ -508,16 +508,21 @@ static int kv_res_status(struct kv_apply* a, uint32_t status, const char* why) {
                        : STORE_OK;
 }
 
-/* Packs `p` into kv->scratch; sets *v to the packed bytes. */
+/*
+ * Packs `p` into kv->scratch without its id (the database key holds it:
+ * 38 bytes less per entry); sets *v to the packed bytes.
+ */
 static int kv_pack_entry(struct kv_state* kv,
                          const Skein__KVEntry* p,
                          MDB_val* v) {
-    size_t n = skein__kventry__get_packed_size(p);
+    Skein__KVEntry q = *p;
 
+    q.id = NULL;
+    size_t n = skein__kventry__get_packed_size(&q);
     if (kv_buf_reserve(&kv->scratch, n) != STORE_OK) {
         return kv_fail(kv, STORE_ENOMEM, "apply: out of memory");
     }
-    skein__kventry__pack(p, kv->scratch.data);
+    skein__kventry__pack(&q, kv->scratch.data);
     v->mv_size = n;
     v->mv_data = kv->scratch.data;
     return STORE_OK;
@@ -551,11 +556,15 @@ static int kv_load_entry(struct kv_apply* a,
         return kv_fail_mdb(a->kv, mrc, "read entry");
     }
     *out = skein__kventry__unpack(&a->alloc, v.mv_size, v.mv_data);
-    if (*out == NULL) {
+    char* copy = kv_arena_alloc(&a->kv->arena, id_len + 1);
+    if (*out == NULL || (*out)->id != NULL || copy == NULL) {
         return kv_fail(a->kv, STORE_ECORRUPT,
                        "%s/data.mdb: stored entry %.*s does not decode",
                        a->kv->dir, (int)id_len, id);
     }
+    memcpy(copy, id, id_len);
+    copy[id_len] = '\0';
+    (*out)->id = copy;
     return STORE_OK;
 }
 
@@ -1450,17 +1459,21 @@ struct kv_read_offs {
     size_t id, key, value; /* offsets in the caller's buffer */
 };
 
-/* Decodes a stored value and copies its strings into buf. */
-static int kv_read_value(const MDB_val* v,
+/* Decodes the stored value of entry `id` and copies it into buf. */
+static int kv_read_value(const MDB_val* id,
+                         const MDB_val* v,
                          struct kv_buf* buf,
                          struct kv_entry* out,
                          struct kv_read_offs* offs) {
     Skein__KVEntry* p = skein__kventry__unpack(NULL, v->mv_size, v->mv_data);
 
-    if (p == NULL) {
+    if (p == NULL || p->id != NULL) {
+        skein__kventry__free_unpacked(p, NULL);
         return STORE_ECORRUPT;
     }
     *out = kv_entry_of(p);
+    out->id = id->mv_data;
+    out->id_len = (uint32_t)id->mv_size;
     offs->id = kv_buf_put(buf, out->id, out->id_len);
     offs->key = kv_buf_put(buf, out->key, out->key_len);
     offs->value = kv_buf_put(buf, out->value, out->value_len);
@@ -1503,7 +1516,7 @@ int kv_get(struct kv_state* kv,
     }
     int mrc = mdb_get(txn, kv->dbi_kv, &k, &v);
     if (mrc == 0) {
-        rv = kv_read_value(&v, buf, out, &offs);
+        rv = kv_read_value(&k, &v, buf, out, &offs);
     } else {
         rv = store_err_from_mdb(mrc);
     }
@@ -1549,7 +1562,7 @@ static int kv_list_all(struct kv_state* kv,
             *truncated = true;
             break;
         }
-        rv = kv_read_value(&v, buf, &out[*n], &offs[*n]);
+        rv = kv_read_value(&k, &v, buf, &out[*n], &offs[*n]);
         (*n)++;
         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
@@ -1602,7 +1615,7 @@ static int kv_list_key(struct kv_state* kv,
             rv = mrc == MDB_NOTFOUND ? STORE_ECORRUPT : store_err_from_mdb(mrc);
             break;
         }
-        rv = kv_read_value(&v, buf, &out[*n], &offs[*n]);
+        rv = kv_read_value(&d, &v, buf, &out[*n], &offs[*n]);
         (*n)++;
         mrc = mdb_cursor_get(c, &k, &d, MDB_NEXT_DUP);
     }
@@ -1797,14 +1810,16 @@ static int kv_verify_one(struct kv_state* kv,
                          char* errmsg) {
     Skein__KVEntry* p = skein__kventry__unpack(NULL, v->mv_size, v->mv_data);
 
-    if (p == NULL || p->id == NULL || strlen(p->id) != k->mv_size ||
-        memcmp(p->id, k->mv_data, k->mv_size) != 0) {
-        store_errf(errmsg, "%s: entry %.*s does not decode or has another id",
-                   kv->dir, (int)k->mv_size, (const char*)k->mv_data);
+    if (p == NULL || p->id != NULL || k->mv_size == 0 ||
+        k->mv_size > KV_ID_MAX) {
+        store_errf(errmsg, "%s: entry %.*s does not decode", kv->dir,
+                   (int)k->mv_size, (const char*)k->mv_data);
         skein__kventry__free_unpacked(p, NULL);
         return STORE_ECORRUPT;
     }
     struct kv_entry e = kv_entry_of(p);
+    e.id = k->mv_data;
+    e.id_len = (uint32_t)k->mv_size;
     uint8_t kb[KV_KEY_MAX + 1];
     MDB_val ik = kv_index_key(kb, e.key, e.key_len);
     re->count++;

@@ -3,7 +3,8 @@
  * environment of a node's data directory).
  *
  * Databases:
- *  - "kv":       entry id -> packed skein.KVEntry
+ *  - "kv":       entry id -> packed skein.KVEntry without its id field
+ *                (the key holds it)
  *  - "kv_by_key": 0x01 || key -> entry ids (MDB_DUPSORT; the prefix byte
  *                 lets the empty key be indexed)
  *  - "idem":     log index (u64 big-endian) of a write that carried a
