@@ -77,6 +77,8 @@ struct raft {
     struct raft_progress prs[RAFT_MAX_NODES];
     uint32_t n_prs;
     raft_node_id transferee;
+    bool lease_revoked;    /* TIMEOUT_NOW sent this term: no lease */
+    bool start_guard;      /* first election timeout after start */
     raft_index noop_index; /* first entry of this leader's term */
 
     /* Follower acknowledgement tracking (ack only durable entries). */
@@ -743,6 +745,10 @@ static void bcast_heartbeat(struct raft* r) {
 }
 
 static void send_timeout_now(struct raft* r, raft_node_id to) {
+    /* The target may campaign whenever the message lands, and voters grant
+     * a forced vote despite our lease: no lease for the rest of the term
+     * (F4 in tests/sim/FINDINGS.md). */
+    r->lease_revoked = true;
     (void)new_message(r, RAFT_MSG_TIMEOUT_NOW, to);
 }
 
@@ -806,6 +812,7 @@ static void reset_for_term(struct raft* r, raft_term term) {
         r->term = term;
         r->vote = 0;
         r->must_sync = true;
+        r->lease_revoked = false;
     }
     /* Reads in flight were tied to the old leadership: fail them. */
     fail_pending_reads(r);
@@ -1364,7 +1371,8 @@ static bool message_is_valid(const struct raft* r,
 static int step_message(struct raft* r, const struct raft_message* m) {
     if (m->term > r->term) {
         bool vote_req = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
-        if (vote_req && !m->force && r->cfg.check_quorum && r->leader != 0 &&
+        if (vote_req && !m->force && r->cfg.check_quorum &&
+            (r->leader != 0 || r->start_guard) &&
             r->election_elapsed < r->cfg.election_ticks) {
             /* Within a leader's lease: a disruptive candidate is ignored
              * (thesis §4.2.3). */
@@ -1488,6 +1496,9 @@ static void tick_leader(struct raft* r) {
 
 static void tick_election(struct raft* r) {
     r->election_elapsed++;
+    if (r->election_elapsed >= r->cfg.election_ticks) {
+        r->start_guard = false;
+    }
     if (promotable(r) && r->election_elapsed >= r->randomized_timeout) {
         r->election_elapsed = 0;
         campaign(r, r->cfg.pre_vote, false);
@@ -1861,7 +1872,8 @@ bool raft_lease_valid(const struct raft* r) {
     uint32_t n = 0;
     uint64_t horizon;
 
-    if (r->role != RAFT_LEADER || !r->cfg.check_quorum || r->transferee != 0) {
+    if (r->role != RAFT_LEADER || !r->cfg.check_quorum || r->transferee != 0 ||
+        r->lease_revoked) {
         return false;
     }
     /* Followers refuse votes for an election timeout after hearing from
@@ -2063,6 +2075,10 @@ int raft_init(const struct raft_config* cfg,
     }
     r->persisted = last;
     r->role = RAFT_FOLLOWER;
+    /* A restarted node may have heard from a leader just before it went
+     * down: it refuses (pre)votes for one election timeout, as if it had,
+     * so no lease held by that leader is undercut (F5). */
+    r->start_guard = true;
     r->handed_hs.term = r->term;
     r->handed_hs.vote = r->vote;
     r->handed_hs.commit = r->commit;
