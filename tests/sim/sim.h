@@ -17,6 +17,7 @@
  *   sim_run.c    one seed: fault schedule, steps, liveness phase
  *   sim_bench.c  the core benchmark
  *   sim_main.c   command line
+ *   sim_scenario.c  directed scenarios (sim-scenarios), same checks
  *
  * Memory: a struct sim owns everything reachable from it; sim_close frees
  * it all. Single-threaded.

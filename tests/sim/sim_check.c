@@ -10,8 +10,14 @@
  *  - a node's term never goes back (not even across a restart: see
  *    sim_node.c), its commit index never goes back within one incarnation;
  *  - no acknowledged write is lost;
+ *  - a leader's commit index only advances onto an entry of its own term
+ *    (§5.4.2);
+ *  - while a leader's lease is valid no later leader has committed in its
+ *    term (thesis §6.4.1);
  *  - raft_check_invariants() on every live core after every step.
- * The read checks live in sim_client.c.
+ * The read checks live in sim_client.c; the durability checks of the
+ * driver contract (no vote, term or append ack leaves before it is
+ * durable) in sim_node.c.
  */
 #include <stdarg.h>
 #include <stdio.h>
