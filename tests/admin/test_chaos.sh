@@ -60,6 +60,14 @@ grep -q '"restart_failures": 0' "$T_DIR/storm.json" || t_fail "restart failures"
 "$CTL" verify --data "$D" --timeout 60 || t_fail "verify after chaos"
 "$CTL" check "$T_DIR/storm.jsonl" || t_fail "history not linearizable"
 
+t_log "add a fourth node, then remove it"
+"$CTL" cluster add-node --data "$D" || t_fail "add-node"
+[ "$(grep -c '^node ' "$D/cluster.conf")" = 4 ] || t_fail "cluster.conf has no 4th node"
+"$CTL" verify --data "$D" --timeout 60 || t_fail "verify with 4 nodes"
+"$CTL" cluster remove-node --data "$D" --id 3 || t_fail "remove-node"
+[ "$(grep -c '^node ' "$D/cluster.conf")" = 3 ] || t_fail "cluster.conf still lists node 3"
+"$CTL" verify --data "$D" --timeout 60 || t_fail "verify after remove-node"
+
 "$CTL" cluster stop --data "$D" || t_fail "cluster stop"
 for i in 0 1 2; do
     [ -f "$D/node-$i.pid" ] && t_fail "pid file of node $i left"
