@@ -61,6 +61,11 @@ struct ctl_kop {
 
 /* ---- the model ----------------------------------------------------------- */
 
+static bool ctl_reg_eq(const struct ctl_reg* a, const struct ctl_reg* b) {
+    return a->present == b->present && a->seq_known == b->seq_known &&
+           a->value == b->value && a->seq == b->seq;
+}
+
 static void ctl_reg_absent(struct ctl_reg* r) {
     memset(r, 0, sizeof *r);
     r->value = -1;
@@ -334,6 +339,7 @@ static void ctl_unlift(struct ctl_ev* call) {
 struct ctl_frame {
     struct ctl_ev* call;
     struct ctl_reg before;
+    bool forced; /* a state-preserving op: no alternative to try */
 };
 
 /*
@@ -421,7 +427,15 @@ static enum ctl_verdict ctl_search(const struct ctl_kop* ops,
                     goto out;
                 }
                 if (fresh == 1) {
-                    stack[depth++] = (struct ctl_frame){e, state};
+                    /* An operation that leaves the register as it is (a
+                     * read, a 404, a 412 that learns nothing) and is legal
+                     * now can always go first: it commutes with whatever
+                     * would come before it, and every operation that must
+                     * precede it is linearized already. So skipping it is
+                     * never needed, which keeps k concurrent reads from
+                     * costing 2^k configurations. */
+                    bool forced = ctl_reg_eq(&next, &state);
+                    stack[depth++] = (struct ctl_frame){e, state, forced};
                     state = next;
                     ctl_lift(e);
                     remaining -= ops[op].determinate;
@@ -435,16 +449,19 @@ static enum ctl_verdict ctl_search(const struct ctl_kop* ops,
         }
         /* A return of an operation not linearized yet (or the end): undo
          * the last choice and try the next candidate after it. */
-        if (depth == 0) {
-            verdict = CTL_NOT_LINEARIZABLE;
-            goto out;
-        }
-        struct ctl_frame f = stack[--depth];
-        size_t op = f.call->op;
-        bits[op / 64] &= ~((uint64_t)1 << (op % 64));
-        state = f.before;
-        ctl_unlift(f.call);
-        remaining += ops[op].determinate;
+        struct ctl_frame f;
+        do {
+            if (depth == 0) {
+                verdict = CTL_NOT_LINEARIZABLE;
+                goto out;
+            }
+            f = stack[--depth];
+            size_t op = f.call->op;
+            bits[op / 64] &= ~((uint64_t)1 << (op % 64));
+            state = f.before;
+            ctl_unlift(f.call);
+            remaining += ops[op].determinate;
+        } while (f.forced);
         e = f.call->next;
     }
     verdict = CTL_LINEARIZABLE;

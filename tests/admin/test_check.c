@@ -199,6 +199,37 @@ static void test_seq_order(void** state) {
                "A", 4, want);
 }
 
+static void test_many_concurrent_reads(void** state) {
+    (void)state;
+    /* 60 reads overlap each other and an update; half see the old value,
+     * half the new one. Without the read rule the search explores every
+     * subset of the reads; with it a few thousand steps decide. */
+    char* text = NULL;
+    size_t len = 0;
+    FILE* f = open_memstream(&text, &len);
+    assert_non_null(f);
+    fputs(CREATE(1, "A", "a", 1, 0, 10) UPDATE(2, "A", "b", 5, 100, 1000), f);
+    for (int i = 0; i < 60; i++) {
+        fprintf(f,
+                "{\"op\":%d,\"proc\":%d,\"f\":\"get\",\"id\":\"A\","
+                "\"invoke_us\":%d,\"complete_us\":2000,\"outcome\":\"ok\","
+                "\"result\":{\"seq\":%d,\"value\":\"%s\"}}\n",
+                10 + i, 10 + i, 50 + i, i % 2 ? 5 : 1, i % 2 ? "b" : "a");
+    }
+    fclose(f);
+    struct ctl_history h;
+    struct ctl_check_result res;
+    char err[256];
+    ctl_history_init(&h);
+    assert_int_equal(ctl_history_parse(text, len, &h, err, sizeof err), 0);
+    struct ctl_check_opts opts = {.step_budget = 100000, .minimize = true};
+    assert_int_equal(ctl_check(&h, &opts, &res), CTL_LINEARIZABLE);
+    assert_true(res.steps < 100000);
+    ctl_check_result_free(&res);
+    ctl_history_free(&h);
+    free(text);
+}
+
 static void test_parse_errors(void** state) {
     (void)state;
     struct ctl_history h;
@@ -262,6 +293,7 @@ int main(void) {
         cmocka_unit_test(test_wrong_cas_version),
         cmocka_unit_test(test_indeterminate_cannot_revert),
         cmocka_unit_test(test_seq_order),
+        cmocka_unit_test(test_many_concurrent_reads),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_roundtrip),
     };
