@@ -849,6 +849,7 @@ int node_start(const struct node_config* cfg,
     tc.server_contexts = 512;
     tc.raft_timeout_ms = 1000;
     tc.bulk_timeout_ms = cfg->write_timeout_ms + 1000;
+    tc.connect_timeout_ms = 500;
     tc.deliver = node_deliver;
     tc.deliver_arg = n;
     if (transport_start(&tc, &n->tr, errbuf, errlen) != 0) {

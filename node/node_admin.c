@@ -547,10 +547,19 @@ void node_handle_admin(struct node* n, struct transport_event* ev) {
     const Skein__AdminRequest* req = ev->env->admin_request;
     struct transport_server_ctx* reply = ev->reply;
 
-    ev->reply = NULL;
     if (reply == NULL) {
         return;
     }
+    if (raft_role(n->raft) != RAFT_LEADER &&
+        (req->op_case == SKEIN__ADMIN_REQUEST__OP_TRANSFER_LEADER ||
+         req->op_case == SKEIN__ADMIN_REQUEST__OP_MEMBER_ADD ||
+         req->op_case == SKEIN__ADMIN_REQUEST__OP_MEMBER_REMOVE ||
+         req->op_case == SKEIN__ADMIN_REQUEST__OP_FORCE_RESYNC)) {
+        /* Changes only the leader can make: any node takes them. */
+        node_forward_to_leader(n, ev);
+        return;
+    }
+    ev->reply = NULL;
     switch (req->op_case) {
         case SKEIN__ADMIN_REQUEST__OP_STATUS:
             handle_status(n, reply);

@@ -178,16 +178,45 @@ static const char* validate_write(const Skein__ClientRequest* req) {
     }
 }
 
-static void forward_to_leader(struct node* n,
-                              struct transport_event* ev,
-                              const char* rid) {
+/* Answers a request that could not be forwarded, in its own shape. */
+static void reply_forward_failure(struct node* n,
+                                  struct transport_server_ctx* reply,
+                                  bool admin,
+                                  int status,
+                                  const char* why) {
+    if (admin) {
+        Skein__AdminResponse resp = SKEIN__ADMIN_RESPONSE__INIT;
+        raft_node_id leader = raft_leader(n->raft);
+        resp.has_status = 1;
+        resp.status = (Skein__ClientResponse__Status)status;
+        resp.error = (char*)why;
+        if (leader != 0) {
+            resp.has_leader_hint = 1;
+            resp.leader_hint = codec_node_id(leader);
+        }
+        node_reply_admin(reply, &resp);
+    } else {
+        reply_status(n, reply, NULL, status, why);
+    }
+}
+
+void node_forward_to_leader(struct node* n, struct transport_event* ev) {
     raft_node_id leader = raft_leader(n->raft);
+    bool admin = ev->env->body_case == SKEIN__ENVELOPE__BODY_ADMIN_REQUEST;
     struct node_forward* f = NULL;
     Skein__Envelope env = SKEIN__ENVELOPE__INIT;
 
+    if (ev->env->has_from) {
+        /* Forwarded once already: the sender's idea of the leader is
+         * stale. Bounce rather than ping-pong between followers. */
+        reply_forward_failure(n, ev->reply, admin, ST(NOT_LEADER),
+                              "not the leader (forwarded request)");
+        ev->reply = NULL;
+        return;
+    }
     if (leader == 0 || node_peer_of(n, codec_node_id(leader)) == NULL) {
-        reply_status(n, ev->reply, rid, ST(NO_QUORUM),
-                     "no leader is known: retry shortly");
+        reply_forward_failure(n, ev->reply, admin, ST(NO_QUORUM),
+                              "no leader is known: retry shortly");
         ev->reply = NULL;
         return;
     }
@@ -198,11 +227,13 @@ static void forward_to_leader(struct node* n,
         }
     }
     if (f == NULL) {
-        reply_status(n, ev->reply, rid, ST(NO_QUORUM), "node overloaded");
+        reply_forward_failure(n, ev->reply, admin, ST(NO_QUORUM),
+                              "node overloaded");
         ev->reply = NULL;
         return;
     }
     f->used = true;
+    f->admin = admin;
     f->cookie = ++n->next_cookie & ~(1ULL << 63);
     f->reply = ev->reply;
     f->deadline_ms = node_now_ms() + n->cfg.write_timeout_ms;
@@ -212,12 +243,16 @@ static void forward_to_leader(struct node* n,
     env.cluster_id = n->cfg.cluster_id;
     env.has_from = 1;
     env.from = n->cfg.id;
-    env.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
-    env.client_request = ev->env->client_request;
-    if (env.client_request->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE) {
-        /* The entry records the node the client talked to. */
-        env.client_request->create->has_source_node = 1;
-        env.client_request->create->source_node = n->cfg.id;
+    env.body_case = ev->env->body_case;
+    if (admin) {
+        env.admin_request = ev->env->admin_request;
+    } else {
+        env.client_request = ev->env->client_request;
+        if (env.client_request->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE) {
+            /* The entry records the node the client talked to. */
+            env.client_request->create->has_source_node = 1;
+            env.client_request->create->source_node = n->cfg.id;
+        }
     }
     node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
                        f->cookie, true);
@@ -226,17 +261,25 @@ static void forward_to_leader(struct node* n,
 void node_handle_forward_reply(struct node* n, struct transport_event* ev) {
     for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
         struct node_forward* f = &n->forwards[i];
+        Skein__Envelope__BodyCase want =
+            f->admin ? SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE
+                     : SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE;
         if (!f->used || f->cookie != ev->cookie) {
             continue;
         }
         if (ev->type == TRANSPORT_EV_REPLY && ev->env != NULL &&
-            ev->env->body_case == SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE) {
+            ev->env->body_case == want) {
             transport_reply(f->reply, ev->env);
+        } else if (ev->type == TRANSPORT_EV_FAILED && !ev->delivered) {
+            /* Never reached the leader: safe to say so. */
+            reply_forward_failure(n, f->reply, f->admin, ST(NO_QUORUM),
+                                  "the leader is unreachable: retry shortly");
         } else {
             /* It may have reached the leader: only a retry with the same
              * request id can tell. */
-            reply_status(n, f->reply, NULL, ST(UNKNOWN_OUTCOME),
-                         "the leader did not answer the forwarded write");
+            reply_forward_failure(n, f->reply, f->admin, ST(UNKNOWN_OUTCOME),
+                                  "the leader did not answer the forwarded "
+                                  "request");
         }
         f->used = false;
         n->n_forwards--;
@@ -612,8 +655,9 @@ void node_expire_requests(struct node* n) {
     for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
         struct node_forward* f = &n->forwards[i];
         if (f->used && f->deadline_ms + 1000 <= now) {
-            reply_status(n, f->reply, NULL, ST(UNKNOWN_OUTCOME),
-                         "the leader did not answer the forwarded write");
+            reply_forward_failure(n, f->reply, f->admin, ST(UNKNOWN_OUTCOME),
+                                  "the leader did not answer the forwarded "
+                                  "request");
             f->used = false;
             n->n_forwards--;
         }
@@ -632,8 +676,8 @@ void node_fail_all(struct node* n) {
     for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
         struct node_forward* f = &n->forwards[i];
         if (f->used) {
-            reply_status(n, f->reply, NULL, ST(UNKNOWN_OUTCOME),
-                         "the node is shutting down");
+            reply_forward_failure(n, f->reply, f->admin, ST(UNKNOWN_OUTCOME),
+                                  "the node is shutting down");
             f->used = false;
             n->n_forwards--;
         }
@@ -667,7 +711,7 @@ void node_handle_client(struct node* n, struct transport_event* ev) {
         return;
     }
     if (raft_role(n->raft) != RAFT_LEADER) {
-        forward_to_leader(n, ev, req->request_id);
+        node_forward_to_leader(n, ev);
         return;
     }
     propose_write(n, ev);

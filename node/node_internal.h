@@ -61,6 +61,7 @@ struct node_forward {
     struct transport_server_ctx* reply;
     uint64_t deadline_ms;
     bool used;
+    bool admin; /* an admin request: answered with an AdminResponse */
 };
 
 /* Log writes waiting for disk space, in log order. */
@@ -189,6 +190,8 @@ void node_fill_leader_hint(struct node* n, Skein__ClientResponse* resp);
 /* node_client.c */
 void node_handle_client(struct node* n, struct transport_event* ev);
 void node_handle_forward_reply(struct node* n, struct transport_event* ev);
+/** Relays a client write or admin change to the leader; answers it. */
+void node_forward_to_leader(struct node* n, struct transport_event* ev);
 void node_apply_results(struct node* n,
                         const struct raft_entry* entries,
                         const struct kv_result* results,

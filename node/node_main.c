@@ -454,6 +454,9 @@ int main(int argc, char** argv) {
         gc.node_count = 1;
         gc.cluster_id = o.cfg.cluster_id;
         gc.num_threads = o.cfg.http_threads;
+        /* Long enough to ride out an election, short enough that a node
+         * cut off from its quorum answers 503 promptly. */
+        gc.leader_wait_ms = 2 * o.cfg.election_ticks * o.cfg.tick_ms;
         gc.quiet = 1;
         rv = gw_start(&gc, &gw);
         if (rv != GW_OK) {

@@ -127,7 +127,7 @@ void transport_event_free(struct transport_event* ev) {
 /* ---------------------------------------------------------------- */
 /* Outgoing requests                                                 */
 
-static void slot_fail(struct slot* s, int error) {
+static void slot_fail(struct slot* s, int error, bool delivered) {
     struct transport* t = s->ch->peer->t;
     struct transport_event* ev;
 
@@ -143,13 +143,27 @@ static void slot_fail(struct slot* s, int error) {
     ev->channel = s->ch->kind;
     ev->cookie = s->cookie;
     ev->error = error;
+    ev->delivered = delivered;
     deliver(t, ev);
+}
+
+/* Handing a request to a connected pipe is quick: a send that waits
+ * long means the peer is down, and nothing was delivered. The answer may
+ * take as long as the peer's own work (a write's commit). */
+static uint32_t slot_timeout(const struct slot* s, bool sending) {
+    const struct transport* t = s->ch->peer->t;
+    uint32_t timeout = s->ch->kind == TRANSPORT_RAFT ? t->cfg.raft_timeout_ms
+                                                     : t->cfg.bulk_timeout_ms;
+    if (sending && t->cfg.connect_timeout_ms > 0 &&
+        timeout > t->cfg.connect_timeout_ms) {
+        timeout = t->cfg.connect_timeout_ms;
+    }
+    return timeout;
 }
 
 static void slot_send_now(struct slot* s, nng_msg* msg) {
     struct transport* t = s->ch->peer->t;
-    uint32_t timeout = s->ch->kind == TRANSPORT_RAFT ? t->cfg.raft_timeout_ms
-                                                     : t->cfg.bulk_timeout_ms;
+    uint32_t timeout = slot_timeout(s, true);
     s->state = SLOT_SEND;
     s->start_us = now_us();
     t->stats.sent++;
@@ -216,16 +230,17 @@ static void slot_cb(void* arg) {
                 if (msg != NULL) {
                     nng_msg_free(msg);
                 }
-                slot_fail(s, rv);
+                slot_fail(s, rv, false);
                 slot_next(s);
                 break;
             }
             s->state = SLOT_RECV;
+            nng_aio_set_timeout(s->aio, (nng_duration)slot_timeout(s, false));
             nng_ctx_recv(s->ctx, s->aio);
             break;
         case SLOT_RECV:
             if (rv != 0) {
-                slot_fail(s, rv);
+                slot_fail(s, rv, true);
                 slot_next(s);
                 break;
             }

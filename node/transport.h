@@ -50,19 +50,22 @@ struct transport_event {
     uint64_t cookie;                    /* REPLY/FAILED: caller's tag */
     uint64_t rtt_us;                    /* REPLY: round trip time */
     int error;                          /* FAILED: nng error code */
+    bool delivered; /* FAILED: the peer may have got it (reply lost) */
 };
 
 /** Called from nng threads; takes ownership of `ev` (malloc'd). */
 typedef void (*transport_deliver_fn)(void* arg, struct transport_event* ev);
 
 struct transport_config {
-    uint64_t cluster_id;      /* envelopes with another id are dropped */
-    const char* listen_url;   /* tcp://HOST:PORT for peers and clients */
-    const char* inproc_url;   /* inproc://... for the embedded gateway */
-    size_t recv_max_bytes;    /* largest message accepted */
-    uint32_t server_contexts; /* concurrent incoming requests */
-    uint32_t raft_timeout_ms; /* per raft RPC (send + ack) */
-    uint32_t bulk_timeout_ms; /* per forwarded request / snapshot chunk */
+    uint64_t cluster_id;         /* envelopes with another id are dropped */
+    const char* listen_url;      /* tcp://HOST:PORT for peers and clients */
+    const char* inproc_url;      /* inproc://... for the embedded gateway */
+    size_t recv_max_bytes;       /* largest message accepted */
+    uint32_t server_contexts;    /* concurrent incoming requests */
+    uint32_t raft_timeout_ms;    /* per raft RPC (send + ack) */
+    uint32_t bulk_timeout_ms;    /* per forwarded request / snapshot chunk */
+    uint32_t connect_timeout_ms; /* a send waiting this long for a
+                                    connection fails undelivered */
     transport_deliver_fn deliver;
     void* deliver_arg;
 };

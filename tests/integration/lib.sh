@@ -136,3 +136,45 @@ t_wait_converged() {
     done
     return 1
 }
+
+# t_http ID METHOD PATH [BODY] [curl args...]: prints "STATUS BODY".
+t_http() {
+    local id=$1 method=$2 path=$3 body=${4:-}
+    shift 3; [ $# -gt 0 ] && shift
+    local args=(-s -m 15 -o "$T_DIR/body" -w '%{http_code}' -X "$method"
+                -H 'Content-Type: application/json' "$@")
+    [ -n "$body" ] && args+=(--data-binary "$body")
+    local code
+    code=$(curl "${args[@]}" "http://127.0.0.1:$(t_http_port "$id")$path") || true
+    echo "$code $(cat "$T_DIR/body" 2>/dev/null)"
+}
+
+# t_json FIELD: the first string or number value of "FIELD" in stdin.
+t_json() {
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n 1
+}
+
+# t_http_leader: the node id whose /status says is_leader, or "".
+t_http_leader() {
+    local i
+    for i in $(seq 0 $((T_NODES - 1))); do
+        if t_http "$i" GET /status | grep -q '"is_leader":true'; then
+            echo "$i"; return
+        fi
+    done
+}
+
+t_wait_http_leader() {
+    local deadline=$((SECONDS + ${1:-10})) l
+    while [ $SECONDS -lt $deadline ]; do
+        l=$(t_http_leader); [ -n "$l" ] && { echo "$l"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+
+# t_expect CODE "STATUS BODY" WHAT: fails unless the status matches.
+t_expect() {
+    local want=$1 got=$2 what=$3
+    [ "${got%% *}" = "$want" ] || t_fail "$what: expected $want, got $got"
+}

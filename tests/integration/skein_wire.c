@@ -244,7 +244,8 @@ static int decode(int verbose) {
             printf("error=%s\n", r->error);
         }
     } else if (env->body_case == SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE &&
-               env->admin_response->node_status != NULL) {
+               env->admin_response->result_case ==
+                   SKEIN__ADMIN_RESPONSE__RESULT_NODE_STATUS) {
         const Skein__StatusResponse* s = env->admin_response->node_status;
         printf("node_id=%" PRIu64 " role=%d term=%" PRIu64 " leader=%" PRIu64
                " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64

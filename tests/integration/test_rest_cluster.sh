@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A real 3-node cluster through its REST gateways: writes via any node and
+# reads from all, CAS, idempotent retries (also across a leader change),
+# every error status, leadership transfer, forced resync, membership
+# (a fourth node added as learner, promoted, another removed), and a
+# cluster without quorum answering 503 quickly.
+BIN=${1:?usage: test_rest_cluster.sh BIN_DIR}
+source "$(dirname "$0")/lib.sh"
+
+t_start_cluster 3
+leader=$(t_wait_http_leader 15) || t_fail "no leader"
+t_log "leader is node $leader"
+
+# Writes via every node, read back from every node.
+ids=()
+for i in 0 1 2; do
+    r=$(t_http "$i" POST /api/kv "{\"key\":\"user:$i\",\"value\":\"v$i\"}")
+    t_expect 201 "$r" "create via node $i"
+    ids+=("$(echo "$r" | t_json id)")
+done
+for i in 0 1 2; do
+    for id in "${ids[@]}"; do
+        t_expect 200 "$(t_http "$i" GET "/api/kv/$id")" "read $id on node $i"
+    done
+    r=$(t_http "$i" GET /api/kv/count)
+    echo "$r" | grep -q '"count":3' || t_fail "count on node $i: $r"
+    t_expect 200 "$(t_http "$i" GET '/api/kv?consistency=stale')" "stale list"
+done
+
+# Compare-and-swap with If-Match.
+id=${ids[0]}
+seq=$(t_http 1 GET "/api/kv/$id" | t_json seq)
+t_expect 412 "$(t_http 2 PUT "/api/kv/$id" '{"value":"cas"}' -H "If-Match: $((seq + 100))")" "CAS with a wrong seq"
+r=$(t_http 2 PUT "/api/kv/$id" '{"value":"cas"}' -H "If-Match: $seq")
+t_expect 200 "$r" "CAS with the right seq"
+[ "$(echo "$r" | t_json value)" = cas ] || t_fail "CAS did not write: $r"
+
+# Idempotency-Key: the same key twice gives the same entry once.
+a=$(t_http 0 POST /api/kv '{"key":"idem","value":"1"}' -H 'Idempotency-Key: key-1')
+b=$(t_http 2 POST /api/kv '{"key":"idem","value":"1"}' -H 'Idempotency-Key: key-1')
+[ "$(echo "$a" | t_json id)" = "$(echo "$b" | t_json id)" ] || t_fail "retry applied twice: $a / $b"
+
+# Errors: each status, nothing changed by bad input.
+before=$(t_http 0 GET /api/kv/count)
+t_expect 400 "$(t_http 0 POST /api/kv '{bad')" "malformed JSON"
+t_expect 400 "$(t_http 0 POST /api/kv '[1,2]')" "not an object"
+t_expect 400 "$(t_http 0 POST /api/kv '{"key":"k","value":5}')" "wrong type"
+t_expect 400 "$(t_http 0 POST /api/kv '{"value":"v"}')" "missing field"
+t_expect 404 "$(t_http 0 GET /api/kv/no-such-id)" "unknown id"
+t_expect 404 "$(t_http 0 DELETE /api/kv/no-such-id)" "delete unknown id"
+t_expect 405 "$(t_http 0 PATCH /api/kv)" "wrong method"
+head -c 3000000 /dev/zero | tr '\0' 'a' >"$T_DIR/big.json"
+t_expect 413 "$(t_http 0 POST /api/kv "" --data-binary "@$T_DIR/big.json")" "oversized body"
+[ "$(t_http 0 GET /api/kv/count)" = "$before" ] || t_fail "bad input changed the data"
+
+# Leadership transfer to the best follower, then to a named one.
+r=$(t_http "$leader" POST '/_raft/transfer-leader?to=auto')
+t_expect 200 "$r" "transfer-leader auto"
+deadline=$((SECONDS + 10)); new=$leader
+while [ $SECONDS -lt $deadline ] && [ "$new" = "$leader" ]; do
+    new=$(t_http_leader); [ -z "$new" ] && new=$leader; sleep 0.1
+done
+[ "$new" != "$leader" ] || t_fail "leadership did not move"
+t_log "leadership moved from $leader to $new"
+leader=$new
+
+# Forced snapshot resync of a follower.
+f=$(( (leader + 1) % 3 ))
+r=$(t_http "$leader" POST "/_raft/force-resync?target=127.0.0.1:$(t_http_port "$f")")
+t_expect 200 "$r" "force-resync"
+deadline=$((SECONDS + 10)); ok=0
+while [ $SECONDS -lt $deadline ]; do
+    t_http "$leader" GET /_raft/resync_stats | grep -q '"send_successes":[1-9]' && { ok=1; break; }
+    sleep 0.2
+done
+[ "$ok" = 1 ] || t_fail "forced resync never completed: $(t_http "$leader" GET /_raft/resync_stats)"
+t_wait_converged 0 1 2 >/dev/null || t_fail "no convergence after resync"
+
+# Membership: node 3 joins as a learner, gets promoted; node f leaves.
+T_NODES=4
+t_start_node 3 --join
+r=$(t_http "$leader" POST /_raft/members "{\"id\":3,\"address\":\"$(t_nng_url 3)\",\"http_address\":\"127.0.0.1:$(t_http_port 3)\"}")
+t_expect 200 "$r" "add member 3"
+deadline=$((SECONDS + 15)); ok=0
+while [ $SECONDS -lt $deadline ]; do
+    t_http "$leader" GET /_raft/members | tr '{' '\n' | grep '"id":3' | grep -q voter && { ok=1; break; }
+    sleep 0.2
+done
+[ "$ok" = 1 ] || t_fail "node 3 was not promoted: $(t_http "$leader" GET /_raft/members)"
+t_wait_converged 0 1 2 3 >/dev/null || t_fail "node 3 did not catch up: $(for i in 0 1 2 3; do t_wire $i status; done)"
+t_expect 200 "$(t_http "$leader" DELETE "/_raft/members/$f")" "remove member $f"
+t_term_node "$f" || t_fail "node $f did not stop on SIGTERM"
+t_expect 201 "$(t_http 3 POST /api/kv '{"key":"after-remove","value":"x"}')" "write after removal"
+
+# Idempotent retry across a leader change: first attempt on the leader,
+# which dies; the retry elsewhere with the same key must not apply twice.
+members=$(for i in 0 1 2 3; do [ "$i" != "$f" ] && echo "$i"; done)
+t_http "$leader" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1' >/dev/null
+t_kill_node "$leader"
+other=$(for i in $members; do [ "$i" != "$leader" ] && echo "$i"; done | head -n 1)
+deadline=$((SECONDS + 15)); r=""
+while [ $SECONDS -lt $deadline ]; do
+    r=$(t_http "$other" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1')
+    [ "${r%% *}" = 201 ] && break
+    sleep 0.2
+done
+t_expect 201 "$r" "retry after the leader died"
+n=$(t_http "$other" GET '/api/kv?key=fail-over' | grep -o '"key":"fail-over"' | wc -l)
+[ "$n" = 1 ] || t_fail "the retried write exists $n times"
+
+# No quorum: with two of three voters gone, writes get 503 quickly.
+last=$(for i in $members; do [ "$i" != "$leader" ] && [ "$i" != "$other" ] && echo "$i"; done)
+t_kill_node "$other"
+# A write already in flight to the dying leader is honestly "outcome
+# unknown"; once the survivor's election timeout passed it knows there is
+# no leader, and every write is refused at once.
+sleep 1.5
+start=$(date +%s%N)
+r=$(t_http "$last" POST /api/kv '{"key":"no-quorum","value":"x"}')
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+t_expect 503 "$r" "write without quorum"
+t_log "no quorum answered 503 in ${ms} ms"
+curl -s -i -m 15 -X POST "http://127.0.0.1:$(t_http_port "$last")/api/kv" \
+    -d '{"key":"no-quorum","value":"x"}' | grep -qi '^Retry-After' ||
+    t_fail "503 without Retry-After"
+t_log "PASS"
