@@ -484,6 +484,12 @@ int ctl_chaos_start(const struct ctl_chaos_opts* opts, struct ctl_chaos** out);
 void ctl_chaos_stop(struct ctl_chaos* c, struct ctl_chaos_stats* stats);
 
 /*
+ * ctl_chaos_events - how many chaos events (kills, pauses, restarts) have
+ * completed so far. Thread-safe.
+ */
+uint64_t ctl_chaos_events(struct ctl_chaos* c);
+
+/*
  * ctl_fault_inject - send a FaultInjectRequest to the node whose nng URL
  * is `nng_url` (its admin hook). Returns 0, or -1 with err filled.
  */

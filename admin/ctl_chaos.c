@@ -348,6 +348,14 @@ static void* ctl_chaos_main(void* arg) {
     return NULL;
 }
 
+uint64_t ctl_chaos_events(struct ctl_chaos* c) {
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->stats.kills + c->stats.stops + c->stats.restarts +
+                 c->stats.restart_failures;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
 int ctl_chaos_start(const struct ctl_chaos_opts* opts, struct ctl_chaos** out) {
     *out = NULL;
     if (opts->kill_interval_s <= 0) {

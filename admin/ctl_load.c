@@ -60,6 +60,8 @@ struct ctl_load_cfg {
     int leader;                 /* node index of the leader, -1 unknown */
     const char** preset_ids;    /* bench --read: ids to read */
     size_t preset_count;
+    struct ctl_chaos* chaos; /* storm --chaos: the second half of the
+                                operations waits for the first event */
 };
 
 /* An id this run created, with the last seq seen. */
@@ -711,6 +713,13 @@ static bool ctl_may_issue(struct ctl_engine* e, int64_t now) {
     if (ctl_all_issued(e, now)) {
         return false;
     }
+    /* With chaos, hold the second half of the run until the first event
+     * (a leader kill) has happened, however fast the cluster is: every
+     * chaos run then has load on both sides of a leader kill. */
+    if (cfg->chaos != NULL && (long)e->st->issued >= cfg->count / 2 &&
+        ctl_chaos_events(cfg->chaos) == 0) {
+        return false;
+    }
     if (cfg->w == CTL_W_BURST && e->burst_issued == cfg->size) {
         if (e->burst_done < cfg->size) {
             return false;
@@ -1253,6 +1262,7 @@ int ctl_cmd_load(int argc, char** argv) {
         }
     }
     ctl_install_sigint();
+    cfg.chaos = chaos;
     struct ctl_load_stats* st = calloc(1, sizeof *st);
     int rv = st != NULL ? ctl_run(&cfg, st) : -1;
     if (chaos != NULL) {
