@@ -242,15 +242,15 @@ static void ctl_fg_signal(int sig) {
 }
 
 /* Checks the ports of n nodes from base; prints the first one taken. */
-static int ctl_check_ports(int base, long n) {
+static int ctl_check_ports(const char* what, int base, long n) {
     for (long i = 0; i < n; i++) {
         int ports[2] = {base + (int)i, base + (int)i + 1000};
         for (int k = 0; k < 2; k++) {
             if (ports[k] <= 0 || ports[k] > 65535 || !ctl_port_free(ports[k])) {
                 fprintf(stderr,
-                        "skeinctl cluster start: port %d (%s of node %ld) is "
-                        "taken or invalid; pick another --port\n",
-                        ports[k], k == 0 ? "HTTP" : "nng", i);
+                        "skeinctl %s: port %d (%s) is taken or invalid; pick "
+                        "another --port\n",
+                        what, ports[k], k == 0 ? "HTTP" : "nng");
                 return -1;
             }
         }
@@ -310,7 +310,7 @@ static int ctl_cluster_start(int argc, char** argv) {
             }
         }
     }
-    if (ctl_check_ports((int)port, n) != 0) {
+    if (ctl_check_ports("cluster start", (int)port, n) != 0) {
         goto out;
     }
     memset(c, 0, sizeof *c);
@@ -736,7 +736,7 @@ static int ctl_cluster_add_node(int argc, char** argv) {
         }
     }
     m->port = c->node[0].port + (int)(m->id - c->node[0].id);
-    if (ctl_check_ports(m->port, 1) != 0) {
+    if (ctl_check_ports("cluster add-node", m->port, 1) != 0) {
         goto out;
     }
     struct ctl_nodes nodes;

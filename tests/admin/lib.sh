@@ -49,11 +49,12 @@ t_pick_base() {
 }
 
 # t_cluster NAME NODES [cluster start options...]: starts a cluster in
-# $T_DIR/NAME on free ports (retrying on a port race); prints the base port.
+# $T_DIR/NAME on free ports (retrying on a port race), with the ports of one
+# more node free too (for add-node); prints the base port.
 t_cluster() {
     local name=$1 n=$2 base try; shift 2
     for try in 1 2 3; do
-        base=$(t_pick_base "$n") || t_fail "no free ports"
+        base=$(t_pick_base "$((n + 1))") || t_fail "no free ports"
         if "$CTL" cluster start --data "$T_DIR/$name" --nodes "$n" --port "$base" \
             --wait 60 "$@" >"$T_DIR/$name.start.log" 2>&1; then
             echo "$base"; return 0
