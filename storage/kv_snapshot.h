@@ -48,10 +48,10 @@
 
 /** What a snapshot holds. */
 struct kv_snapshot_info {
-    struct kv_stats stats;               /* applied index/term, counters */
-    uint64_t size;                       /* bytes of the snapshot file */
-    uint8_t conf[RAFT_CONF_ENCODED_MAX]; /* membership bytes (CONF data) */
-    size_t conf_len;                     /* bytes at conf, 0 = none */
+    struct kv_stats stats;            /* applied index/term, counters */
+    uint64_t size;                    /* bytes of the snapshot file */
+    uint8_t conf[RAFT_CONF_DATA_MAX]; /* membership bytes (CONF data) */
+    size_t conf_len;                  /* bytes at conf, 0 = none */
 };
 
 /**

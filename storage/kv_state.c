@@ -1770,8 +1770,11 @@ int kv_conf(struct kv_state* kv,
 int kv_snapshot_meta(struct kv_state* kv,
                      const struct raft_conf* bootstrap,
                      struct raft_snapshot_meta* out) {
-    uint8_t conf[RAFT_CONF_ENCODED_MAX];
+    /* A CONF entry's data is the encoded conf plus the driver's context
+     * (member addresses): see raft_change_conf_ctx. */
+    uint8_t conf[RAFT_CONF_DATA_MAX];
     size_t len;
+    size_t used;
     raft_index conf_index;
     struct kv_stats st;
     int rv = kv_stats(kv, &st);
@@ -1791,8 +1794,9 @@ int kv_snapshot_meta(struct kv_state* kv,
         }
         return STORE_OK;
     }
-    return raft_conf_decode(conf, len, &out->conf) == RAFT_OK ? STORE_OK
-                                                              : STORE_ECORRUPT;
+    return raft_conf_decode_prefix(conf, len, &out->conf, &used) == RAFT_OK
+               ? STORE_OK
+               : STORE_ECORRUPT;
 }
 
 /* Hash of one (index key, id) pair; both sides of the key index sum it. */

@@ -279,9 +279,10 @@ int kv_conf(struct kv_state* kv,
 
 /**
  * Fills *out with the snapshot metadata of the current state: index and
- * term applied, and the stored membership decoded (raft_conf_decode), or
- * `bootstrap` when no CONF entry was ever applied. Returns STORE_OK or
- * STORE_ECORRUPT (stored membership does not decode).
+ * term applied, and the stored membership decoded (raft_conf_decode_prefix: the
+ * data may carry a context), or `bootstrap` when no CONF entry was ever
+ * applied. Returns STORE_OK or STORE_ECORRUPT (stored membership does not
+ * decode).
  */
 int kv_snapshot_meta(struct kv_state* kv,
                      const struct raft_conf* bootstrap,

@@ -91,10 +91,28 @@ t_wait_converged 0 1 2 3 >/dev/null || t_fail "node 3 did not catch up: $(for i 
 t_expect 200 "$(t_http "$leader" DELETE "/_raft/members/$f")" "remove member $f"
 t_term_node "$f" || t_fail "node $f did not stop on SIGTERM"
 t_expect 201 "$(t_http 3 POST /api/kv '{"key":"after-remove","value":"x"}')" "write after removal"
+# Restart the new member (recovery with the stored membership) and resync
+# it by snapshot (a snapshot made after a membership change).
+t_term_node 3 || t_fail "node 3 did not stop on SIGTERM"
+t_start_node 3 --join
+members=$(for i in 0 1 2 3; do [ "$i" != "$f" ] && echo "$i"; done)
+t_wait_converged $members >/dev/null || t_fail "node 3 did not recover"
+leader=$(t_wait_http_leader 10) || t_fail "no leader after node 3 restarted"
+if [ "$leader" != 3 ]; then
+    sent=$(t_http "$leader" GET /_raft/resync_stats | t_json send_successes)
+    t_expect 200 "$(t_http "$leader" POST "/_raft/force-resync?target=3")" "resync node 3"
+    deadline=$((SECONDS + 10))
+    while [ $SECONDS -lt $deadline ] &&
+          [ "$(t_http "$leader" GET /_raft/resync_stats | t_json send_successes)" = "$sent" ]; do
+        sleep 0.2
+    done
+    [ "$(t_http "$leader" GET /_raft/resync_stats | t_json send_successes)" != "$sent" ] ||
+        t_fail "snapshot to node 3 after the membership change failed"
+fi
+t_wait_converged $members >/dev/null || t_fail "no convergence after resyncing node 3"
 
 # Idempotent retry across a leader change: first attempt on the leader,
 # which dies; the retry elsewhere with the same key must not apply twice.
-members=$(for i in 0 1 2 3; do [ "$i" != "$f" ] && echo "$i"; done)
 t_http "$leader" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1' >/dev/null
 t_kill_node "$leader"
 other=$(for i in $members; do [ "$i" != "$leader" ] && echo "$i"; done | head -n 1)
