@@ -661,7 +661,10 @@ static void mock_serve_one(struct mock_node* m,
             memcpy(nng_msg_body(reply), bytes, len);
         }
         nng_aio_set_msg(aio, reply);
-        nng_aio_set_timeout(aio, 1000);
+                /* A long timeout: a REP send waits for the pipe, which on a busy
+         * machine can take a while, and giving up drops a reply the
+         * gateway then waits for until its deadline. */
+        nng_aio_set_timeout(aio, 30000);
         nng_ctx_send(ctx, aio);
         nng_aio_wait(aio);
         if (nng_aio_result(aio) != 0) {
@@ -741,6 +744,9 @@ void mock_stop(struct mock_node* m) {
     if (m == NULL) {
         return;
     }
+        /* Workers stop their own aios (receives time out every 50 ms) before
+     * the socket closes: nng 1.5.2 can crash closing a socket under
+     * pending aios (NOTES.md). */
     atomic_store(&m->stop, true);
     for (int i = 0; i < m->nworkers; i++) {
         pthread_join(m->workers[i], NULL);
