@@ -533,8 +533,10 @@ static pid_t ctl_read_pid(const char* dir, uint64_t id) {
     return (pid_t)pid;
 }
 
-int ctl_cluster_load(const char* dir, struct ctl_cluster* c, bool quiet) {
+int ctl_cluster_load(const char* dir_arg, struct ctl_cluster* c, bool quiet) {
     char path[CTL_PATH_MAX + 32];
+    char dir[CTL_PATH_MAX];
+    ctl_strlcpy(dir, dir_arg, sizeof dir); /* dir_arg may be c->dir */
     memset(c, 0, sizeof *c);
     if (ctl_abs_dir(dir, c->dir, sizeof c->dir) != 0) {
         return -1;
