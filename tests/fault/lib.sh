@@ -10,6 +10,7 @@
 #   skf<PID>-cl   the client, 10.77.0.2/24: every request, status poll and
 #                 workload of the test comes from here
 #   skf<PID>-nI   node I (1..N), 10.77.0.(16+I)/24, skein-node on :7000
+#                 (nng) and, with F_HTTP=1, :8000 (REST, for skeinctl)
 #
 # The veth pairs are created inside the switch namespace and their other end
 # is moved straight into the member's namespace: nothing is created in the
@@ -43,6 +44,8 @@ F_TAG="skf$$"
 F_SW="$F_TAG-sw"
 F_CL="$F_TAG-cl"
 F_PORT=7000
+F_HTTP_PORT=8000
+F_HTTP=${F_HTTP:-0}    # 1: nodes also serve REST on :8000 (for skeinctl)
 F_RPC_TIMEOUT=${F_RPC_TIMEOUT:-5} # seconds a request may take
 F_DIR=""
 F_N=0                  # highest node id created
@@ -147,6 +150,7 @@ f_cleanup() {
 f_ns() { echo "$F_TAG-n$1"; }
 f_ip() { echo "10.77.0.$((16 + $1))"; }
 f_url() { echo "tcp://$(f_ip "$1"):$F_PORT"; }
+f_http() { echo "$(f_ip "$1"):$F_HTTP_PORT"; }
 f_inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # Adds namespace NS joined to the switch with ADDRESS on its eth0.
@@ -200,7 +204,9 @@ f_add_node_ns() {
 f_peers_of() {
     local i=$1 j out=""; shift
     for j in "$@"; do
-        [ "$j" = "$i" ] || out="$out${out:+,}$j=$(f_url "$j")"
+        [ "$j" = "$i" ] && continue
+        out="$out${out:+,}$j=$(f_url "$j")"
+        [ "$F_HTTP" = 1 ] && out="$out@$(f_http "$j")"
     done
     echo "$out"
 }
@@ -210,6 +216,7 @@ f_peers_of() {
 f_start_node() {
     local i=$1 peers=$2; shift 2
     F_ARGS[$i]="$peers $*"
+    [ "$F_HTTP" = 1 ] && set -- --http "$(f_http "$i")" --http-threads 16 "$@"
     # ip netns exec execs the node: $! is skein-node's own PID.
     ip netns exec "$(f_ns "$i")" "$BIN/skein-node" --node-id "$i" \
         --data-dir "$F_DIR/node-$i" --listen "$(f_url "$i")" --peers "$peers" \
@@ -495,12 +502,31 @@ f_wait_converged() {
     return 1
 }
 
+# f_read I ID: a linearizable get through node I, retried for up to 10 s
+# while the answer is NO_QUORUM, NOT_LEADER or none (a leader change).
+f_read() {
+    local deadline=$((SECONDS + 10)) out tries=0 first=""
+    while :; do
+        out=$(f_wire "$1" get "$2")
+        case "$out" in status=NO_QUORUM* | status=NOT_LEADER* | "") ;; *) break ;; esac
+        tries=$((tries + 1)); [ -n "$first" ] || first="${out:-no answer}"
+        [ $SECONDS -lt $deadline ] || break
+        sleep 0.2
+    done
+    [ "$tries" = 0 ] || f_log "note: read of $2 from node $1 answered after $tries retries (first: $(echo "$first" | tr '\n' ' '))" >&2
+    echo "$out"
+}
+
 # f_dump I: every entry on node I ("ID KEY VALUE" lines, paged, linearizable).
 f_dump() {
     local i=$1 after="" page last n
+    local deadline=$((SECONDS + 15))
     while :; do
         page=$(F_RPC_TIMEOUT=10 f_wire "$i" list 1000 $after)
-        [[ $page == status=OK* ]] || { echo "DUMP-FAILED"; return 1; }
+        if [[ $page != status=OK* ]]; then
+            [ $SECONDS -lt $deadline ] || { echo "list failed: $page"; return 1; }
+            sleep 0.2; continue
+        fi
         echo "$page" | sed -n 's/^entry id=\([^ ]*\) key=\([^ ]*\) value=\([^ ]*\) .*/\1 \2 \3/p'
         echo "$page" | grep -q '^truncated=1' || return 0
         last=$(echo "$page" | grep '^entry ' | tail -n 1)
@@ -522,7 +548,7 @@ f_check_acked() {
     [ -z "$missing" ] || f_fail "acknowledged writes lost on node $i (first: $missing)"
     sample=$(awk 'NR % 7 == 1' "$F_DIR/acked" | head -n 20)
     while read -r _ id key; do
-        out=$(f_wire "$i" get "$id")
+        out=$(f_read "$i" "$id")
         [[ $out == status=OK* ]] && [ "$(f_kv "$(echo "$out" | grep '^entry ')" key)" = "$key" ] ||
             f_fail "acknowledged write $id ($key) does not read back from node $i: $out"
     done <<<"$sample"
@@ -534,7 +560,7 @@ f_check_acked() {
 f_finish() {
     local ids=("$@") t0 state leader
     [ $# -gt 0 ] || ids=("${F_MEMBERS[@]}")
-    f_heal_all
+    F_FORCE_HEAL=1 f_heal_all
     t0=$(f_now_ms)
     leader=$(f_wait_leader 15 "${ids[@]}") || f_fail "no single leader after the final heal"
     state=$(f_wait_converged 30 "${ids[@]}") || f_fail "nodes ${ids[*]} did not converge within 30 s of the final heal"
@@ -602,6 +628,7 @@ f_partition() {
     for p in "${pids[@]}"; do wait "$p" || bad=1; done
     [ "$bad" = 0 ] || f_fail "iptables failed while partitioning"
     F_CUT_MS=$(f_now_ms)
+    F_DIRTY_PART=1
     f_check_links || f_fail "partition $(printf '{%s} ' "$@")did not take effect"
     f_ok "partition $(printf '{%s} ' "$@")in place (ping matrix checked)"
 }
@@ -634,6 +661,7 @@ f_heal_partition() {
         f_inns "$(f_ns "$i")" iptables -w -F SKF_PART || f_fail "iptables -F in node $i"
     done
     rm -f "$F_DIR/part"
+    F_DIRTY_PART=0
     [ "${1:-}" = quiet ] && return 0
     f_check_links || f_fail "links still down after heal"
     f_ok "partition healed (ping matrix checked)"
@@ -661,6 +689,7 @@ f_assert_frozen() {
 # "fault"); fails the test unless the node accepts it.
 f_hook() {
     local i=$1 out; shift
+    F_DIRTY_HOOK=1
     out=$(f_wire "$i" fault "$@")
     [[ $out == status=OK* ]] || f_fail "node $i refused fault $*: ${out:-no answer}"
 }
@@ -684,6 +713,7 @@ f_uncut_oneway() { f_hook "$1" "$2" drop=0 delay=0 jitter=0; f_ok "one-way cut $
 # about that rate.
 f_loss() {
     local pct=$1 i ns p
+    F_DIRTY_LOSS=1
     p=$(awk -v p="$pct" 'BEGIN { printf "%.2f", p / 100 }')
     for i in "${F_MEMBERS[@]}"; do
         ns=$(f_ns "$i")
@@ -711,6 +741,7 @@ f_loss_counters() {
 f_heal_loss() {
     local i
     for i in "${F_MEMBERS[@]}"; do f_inns "$(f_ns "$i")" iptables -w -F SKF_LOSS; done
+    F_DIRTY_LOSS=0
 }
 
 # f_delay I MS [JITTER_MS]: node I becomes slow: every message it sends and
@@ -743,7 +774,7 @@ f_heal_hooks() {
     for i in "${F_MEMBERS[@]}"; do
         [ -n "${F_PID[$i]:-}" ] && [ -z "${F_PAUSED[$i]:-}" ] && f_hook "$i" 0 clear
     done
-    return 0
+    F_DIRTY_HOOK=0
 }
 
 # f_kill I: kill -9; asserts the process is gone and the node unreachable.
@@ -792,11 +823,16 @@ f_resume() {
 f_proc_state() { awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null; }
 
 # Removes every fault: partitions, loss, hooks; resumes paused nodes.
+# (Only what was injected since the last heal is undone; F_FORCE_HEAL=1
+# undoes everything.)
 f_heal_all() {
-    local i
+    local i force=${F_FORCE_HEAL:-0}
     for i in "${!F_PAUSED[@]}"; do [ -n "${F_PAUSED[$i]}" ] && f_resume "$i"; done
-    f_heal_partition quiet
-    f_heal_loss
-    f_heal_hooks
-    f_check_links || f_fail "links still down after healing everything"
+    if [ "$force" = 1 ] || [ "${F_DIRTY_PART:-0}" = 1 ]; then
+        f_heal_partition quiet
+        f_check_links || f_fail "links still down after the heal"
+    fi
+    if [ "$force" = 1 ] || [ "${F_DIRTY_LOSS:-0}" = 1 ]; then f_heal_loss; fi
+    if [ "$force" = 1 ] || [ "${F_DIRTY_HOOK:-0}" = 1 ]; then f_heal_hooks; fi
+    return 0
 }
