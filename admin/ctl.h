@@ -436,12 +436,23 @@ void ctl_check_print(FILE* out,
 
 /* ---- commands --------------------------------------------------------- */
 
-/* Each returns the process exit status; argv[0] is the command name. */
+/*
+ * The commands. Each takes the arguments from the command name on
+ * (argv[0] is "cluster", "flood", ...) and returns the process exit
+ * status: 0 success, 1 a failed check or operation, 2 bad usage.
+ */
+/* ctl_cmd_cluster - `cluster SUBCOMMAND ...` (ctl_cluster.c). */
 int ctl_cmd_cluster(int argc, char** argv);
-int ctl_cmd_load(int argc, char** argv); /* flood burst mixed storm */
+/* ctl_cmd_load - flood, burst, mixed and storm (ctl_load.c). */
+int ctl_cmd_load(int argc, char** argv);
+/* ctl_cmd_bench - the throughput/latency table (ctl_load.c). */
 int ctl_cmd_bench(int argc, char** argv);
+/* ctl_cmd_verify - same data on every node (ctl_verify.c). */
 int ctl_cmd_verify(int argc, char** argv);
+/* ctl_cmd_watch - the live view (ctl_verify.c). */
 int ctl_cmd_watch(int argc, char** argv);
+/* ctl_cmd_check - linearizability of a history file (ctl_check.c); exits
+ * with the ctl_verdict. */
 int ctl_cmd_check(int argc, char** argv);
 
 /* ---- ctl_chaos.c ------------------------------------------------------ */

@@ -300,8 +300,9 @@ int ctl_nodes_resolve(const char* list,
         return -1;
     }
     int rv;
+    /* An explicit --data must name a cluster; the default may be absent. */
     if (ctl_cluster_load(data_dir != NULL ? data_dir : ctl_data_dir(), c,
-                         true) == 0) {
+                         data_dir == NULL) == 0) {
         char buf[CTL_MAX_NODES * 8];
         size_t off = 0;
         buf[0] = '\0';
@@ -310,6 +311,8 @@ int ctl_nodes_resolve(const char* list,
                                     i > 0 ? "," : "", c->node[i].port);
         }
         rv = ctl_nodes_parse(buf, nodes);
+    } else if (data_dir != NULL) {
+        rv = -1;
     } else {
         rv = ctl_nodes_parse("8080,8081,8082", nodes);
     }
