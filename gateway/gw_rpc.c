@@ -550,7 +550,9 @@ static bool gw_on_reply(struct gw_rpc_state* st,
     }
 }
 
-/* Handles an attempt that got no reply. Returns true to stop. */
+static void gw_rpc_finish(struct gw_rpc_state* st, struct gw_rpc_result* res);
+
+/* Handles an attempt that got no reply. Returns true once *res is final. */
 static bool gw_on_failure(struct gw_rpc_state* st,
                           int idx,
                           enum gw_once r,
@@ -574,7 +576,11 @@ static bool gw_on_failure(struct gw_rpc_state* st,
                 st->maybe_applied = true;
                 atomic_fetch_add(&gw->metrics.write_retries, 1);
             }
-            return st->opts->no_retry;
+            if (st->opts->no_retry) {
+                gw_rpc_finish(st, res);
+                return true;
+            }
+            return false;
         default:
             snprintf(st->detail, sizeof st->detail,
                      st->refused ? "node %s refused the request (is the "
@@ -613,7 +619,9 @@ static void gw_rpc_finish(struct gw_rpc_state* st, struct gw_rpc_result* res) {
     }
 }
 
-static void gw_rpc_loop(struct gw_rpc_state* st,
+/* The attempts. Returns true once *res holds a final outcome, false when
+ * time or attempts ran out (gw_rpc_finish decides then). */
+static bool gw_rpc_loop(struct gw_rpc_state* st,
                         const uint8_t* buf,
                         size_t len,
                         Skein__Envelope__BodyCase expect,
@@ -622,12 +630,12 @@ static void gw_rpc_loop(struct gw_rpc_state* st,
     for (int attempt = 0; attempt < GW_RPC_MAX_ATTEMPTS; attempt++) {
         int64_t now = gw_now_ms();
         if (now >= st->deadline_ms) {
-            return;
+            return false;
         }
         int idx = gw_pick(st);
         if (idx < 0) {
             if (!gw_wait_round(st)) {
-                return;
+                return false;
             }
             continue;
         }
@@ -650,12 +658,13 @@ static void gw_rpc_loop(struct gw_rpc_state* st,
         }
         if (r == GW_ONCE_OK) {
             if (gw_on_reply(st, idx, reply, res)) {
-                return;
+                return true;
             }
         } else if (gw_on_failure(st, idx, r, res)) {
-            return;
+            return true;
         }
     }
+    return false;
 }
 
 enum gw_outcome gw_rpc(struct gw* gw,
@@ -687,10 +696,9 @@ enum gw_outcome gw_rpc(struct gw* gw,
                               .forced = -1,
                               .backoff_ms = GW_RPC_BACKOFF_MIN_MS,
                               .last_node = -1};
-    res->outcome = (enum gw_outcome) - 1;
-    gw_rpc_loop(&st, buf, len, gw_expected_reply(req), res);
+    bool final = gw_rpc_loop(&st, buf, len, gw_expected_reply(req), res);
     free(buf);
-    if (res->outcome == (enum gw_outcome) - 1) {
+    if (!final) {
         gw_rpc_finish(&st, res);
     }
     if (st.last != NULL) {

@@ -661,7 +661,7 @@ static void mock_serve_one(struct mock_node* m,
             memcpy(nng_msg_body(reply), bytes, len);
         }
         nng_aio_set_msg(aio, reply);
-                /* A long timeout: a REP send waits for the pipe, which on a busy
+        /* A long timeout: a REP send waits for the pipe, which on a busy
          * machine can take a while, and giving up drops a reply the
          * gateway then waits for until its deadline. */
         nng_aio_set_timeout(aio, 30000);
@@ -744,7 +744,7 @@ void mock_stop(struct mock_node* m) {
     if (m == NULL) {
         return;
     }
-        /* Workers stop their own aios (receives time out every 50 ms) before
+    /* Workers stop their own aios (receives time out every 50 ms) before
      * the socket closes: nng 1.5.2 can crash closing a socket under
      * pending aios (NOTES.md). */
     atomic_store(&m->stop, true);

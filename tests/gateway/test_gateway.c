@@ -455,6 +455,14 @@ static void test_routes_and_methods(void** state) {
         gwt_expect_header(&r, "Allow", wrong[i].allow);
         http_free(&r);
     }
+    /* HEAD: headers only, then the server still answers */
+    http_simple(fx->port, "HEAD", "/status", NULL, &r);
+    assert_int_equal(r.status, 405);
+    assert_int_equal(r.len, 0);
+    http_free(&r);
+    http_simple(fx->port, "GET", "/status", NULL, &r);
+    assert_int_equal(r.status, 200);
+    http_free(&r);
 }
 
 static void test_body_limits(void** state) {
