@@ -1285,8 +1285,9 @@ int ctl_cmd_load(int argc, char** argv) {
     } else {
         ctl_report_text(stdout, &cfg, st, a.chaos ? &cs : NULL);
     }
+    /* Chaos that was asked for and did not happen is a failure too. */
     bool ok = st->failed == 0 && st->indeterminate == 0 && !st->interrupted &&
-              cs.restart_failures == 0;
+              cs.restart_failures == 0 && cs.fault_errors == 0;
     free(st);
     return ok ? 0 : 1;
 }
