@@ -487,7 +487,7 @@ static int ctl_cluster_status(int argc, char** argv) {
         json_object_set_new(o, "nodes", arr);
         json_object_set_new(o, "down", json_integer(down));
         json_object_set_new(o, "leaders", json_integer(leaders));
-        json_dumpf(o, stdout, JSON_INDENT(2));
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
         json_decref(o);
     } else {
@@ -553,7 +553,7 @@ static int ctl_cluster_sync_status(int argc, char** argv) {
     }
     int rv = 0;
     if (json) {
-        json_dumpf(doc, stdout, JSON_INDENT(2));
+        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
     } else {
         bool is_leader = json_is_true(json_object_get(doc, "is_leader"));

@@ -1279,7 +1279,7 @@ int ctl_cmd_load(int argc, char** argv) {
     }
     if (a.json) {
         json_t* o = ctl_report_json(&cfg, st, a.chaos ? &cs : NULL);
-        json_dumpf(o, stdout, JSON_INDENT(2));
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
         json_decref(o);
     } else {
@@ -1442,7 +1442,7 @@ int ctl_cmd_bench(int argc, char** argv) {
                             json_string(read ? "read" : "create"));
         json_object_set_new(o, "duration_s", json_real(duration));
         json_object_set_new(o, "rows", rows);
-        json_dumpf(o, stdout, JSON_INDENT(2));
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
         json_decref(o);
     } else {

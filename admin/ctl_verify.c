@@ -246,7 +246,7 @@ int ctl_cmd_verify(int argc, char** argv) {
         json_object_set_new(o, "consistent", json_boolean(ok));
         json_object_set_new(o, "nodes", arr);
         json_object_set_new(o, "waited_ms", json_integer(waited));
-        json_dumpf(o, stdout, JSON_INDENT(2));
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
         json_decref(o);
     } else {
@@ -328,6 +328,41 @@ static void ctl_follower_views(const char* leader_url,
     json_decref(doc);
 }
 
+/* The members of the cluster `leader_url` belongs to (its configuration's
+ * http addresses), for `watch --leader URL`. Returns 0 or -1. */
+static int ctl_nodes_from_leader(const char* leader_url,
+                                 struct ctl_nodes* nodes) {
+    struct ctl_nodes one;
+    if (ctl_nodes_parse(leader_url, &one) != 0) {
+        return -1;
+    }
+    char url[CTL_URL_MAX + 16];
+    char err[160];
+    long status;
+    snprintf(url, sizeof url, "%s/status", one.url[0]);
+    json_t* doc = ctl_get_json(url, 2000, &status, err, sizeof err);
+    json_t* members =
+        json_object_get(json_object_get(doc, "configuration"), "members");
+    char list[CTL_MAX_NODES * 64] = "";
+    size_t off = 0;
+    size_t i;
+    json_t* m;
+    json_array_foreach(members, i, m) {
+        json_t* h = json_object_get(m, "http_address");
+        if (json_is_string(h) && json_string_length(h) > 0 &&
+            off + json_string_length(h) + 2 < sizeof list) {
+            off += (size_t)snprintf(list + off, sizeof list - off, "%s%s",
+                                    off ? "," : "", json_string_value(h));
+        }
+    }
+    json_decref(doc);
+    if (off == 0) {
+        *nodes = one; /* no configuration: watch that node alone */
+        return 0;
+    }
+    return ctl_nodes_parse(list, nodes);
+}
+
 int ctl_cmd_watch(int argc, char** argv) {
     const char *list = NULL, *data = NULL, *leader_opt = NULL;
     double interval = 1;
@@ -356,8 +391,9 @@ int ctl_cmd_watch(int argc, char** argv) {
             "place on a terminal; plain lines otherwise.\n");
         return 0;
     }
-    if (ctl_nodes_resolve(list != NULL ? list : leader_opt, data, &nodes) !=
-        0) {
+    if (list == NULL && leader_opt != NULL
+            ? ctl_nodes_from_leader(leader_opt, &nodes) != 0
+            : ctl_nodes_resolve(list, data, &nodes) != 0) {
         return 2;
     }
     struct sigaction sa;
