@@ -16,6 +16,8 @@
 #include "raft_progress.h"
 #include "raft_quorum.h"
 
+/* Heartbeat rounds whose send tick is remembered for the lease. */
+#define RAFT_HB_ROUNDS 64
 /* Confs remembered so truncation and snapshots can find older ones. */
 #define RAFT_CONF_HISTORY 8
 /* Largest entry batch accepted in one message (bounds allocation). */
@@ -89,9 +91,11 @@ struct raft {
     struct raft_pending_read* reads; /* ring of RAFT_MAX_READS */
     uint32_t reads_start;
     uint32_t n_reads_pending;
-    uint64_t read_seq;                  /* last read round assigned */
-    uint64_t read_seq_sent;             /* last round broadcast */
-    uint64_t read_acks[RAFT_MAX_NODES]; /* per prs[i]: round acked */
+    uint64_t read_seq;                       /* last read/heartbeat round */
+    uint64_t hb_rounds[RAFT_HB_ROUNDS];      /* recent rounds ... */
+    uint64_t hb_round_ticks[RAFT_HB_ROUNDS]; /* ... and when they left */
+    uint64_t read_seq_sent;                  /* last round broadcast */
+    uint64_t read_acks[RAFT_MAX_NODES];      /* per prs[i]: round acked */
 
     /* Output accumulated until raft_advance(). */
     struct raft_message* msgs;
@@ -726,7 +730,15 @@ static void bcast_append(struct raft* r, bool send_if_empty) {
     }
 }
 
+/* Every heartbeat round gets a fresh number (shared with read sequence
+ * numbers, so a round confirms every read registered before it) and its
+ * send tick is remembered: the lease runs from when a round LEFT, not
+ * from when its answer arrived (thesis §6.4.1; F6 in FINDINGS.md). */
 static void bcast_heartbeat(struct raft* r) {
+    uint64_t round = ++r->read_seq;
+
+    r->hb_rounds[round % RAFT_HB_ROUNDS] = round;
+    r->hb_round_ticks[round % RAFT_HB_ROUNDS] = r->ticks;
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress* pr = &r->prs[i];
         struct raft_message* m;
@@ -739,9 +751,9 @@ static void bcast_heartbeat(struct raft* r) {
         }
         /* Never tell a follower to commit past what it is known to hold. */
         m->commit = pr->match < r->commit ? pr->match : r->commit;
-        m->context = r->read_seq;
+        m->context = round;
     }
-    r->read_seq_sent = r->read_seq;
+    r->read_seq_sent = round;
 }
 
 static void send_timeout_now(struct raft* r, raft_node_id to) {
@@ -1224,6 +1236,12 @@ static int step_leader(struct raft* r, const struct raft_message* m) {
             pr->recent_active = true;
             pr->last_contact_tick = r->ticks;
             pr->probe_sent = false;
+            if (m->context != 0 &&
+                r->hb_rounds[m->context % RAFT_HB_ROUNDS] == m->context &&
+                r->hb_round_ticks[m->context % RAFT_HB_ROUNDS] >
+                    pr->lease_tick) {
+                pr->lease_tick = r->hb_round_ticks[m->context % RAFT_HB_ROUNDS];
+            }
             if (m->context > r->read_acks[slot] &&
                 m->context <= r->read_seq_sent) {
                 r->read_acks[slot] = m->context;
@@ -1885,8 +1903,7 @@ bool raft_lease_valid(const struct raft* r) {
             continue;
         }
         if (pr->id == r->cfg.id ||
-            (pr->last_contact_tick > 0 &&
-             r->ticks - pr->last_contact_tick < horizon)) {
+            (pr->lease_tick > 0 && r->ticks - pr->lease_tick < horizon)) {
             n++;
         }
     }
@@ -2077,8 +2094,9 @@ int raft_init(const struct raft_config* cfg,
     r->role = RAFT_FOLLOWER;
     /* A restarted node may have heard from a leader just before it went
      * down: it refuses (pre)votes for one election timeout, as if it had,
-     * so no lease held by that leader is undercut (F5). */
-    r->start_guard = true;
+     * so no lease held by that leader is undercut (F5). A node that never
+     * saw a term cannot have heard from a leader. */
+    r->start_guard = start->hard_state.term > 0;
     r->handed_hs.term = r->term;
     r->handed_hs.vote = r->vote;
     r->handed_hs.commit = r->commit;

@@ -50,6 +50,8 @@ struct raft_progress {
     raft_index pending_snapshot; /* SNAPSHOT: index being sent */
     uint32_t snapshot_ticks;     /* SNAPSHOT: ticks waited so far */
     uint64_t last_contact_tick;  /* tick of the last response */
+    uint64_t lease_tick;         /* send tick of the newest heartbeat
+                                    round it answered (leader lease) */
     raft_index stall_match;      /* match when the stall count started */
     uint32_t stall_ticks;        /* ticks lagging without match moving */
     struct raft_inflights inflights;
