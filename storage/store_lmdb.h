@@ -39,6 +39,12 @@
  * STORE_EDISKFULL. Reads keep working. The same call succeeds again once
  * space exists (store_lmdb_set_map_size, compaction, a freed disk).
  *
+ * A failed sync() (RAFT_ESTORAGE, store_lmdb_last_error() STORE_EIO) is
+ * not retryable: after a failed fdatasync the kernel may already have
+ * dropped the dirty pages, so a retry could "succeed" without the data.
+ * The driver must stop and restart; recovery then reads what is on disk
+ * (entries never reported durable may be gone, which Raft tolerates).
+ *
  * Memory: the store owns everything it allocates; entry data handed out by
  * the view's entries() is copied into a store-owned buffer, valid until the
  * next entries() call. Threading: one thread (the one driving the core).
