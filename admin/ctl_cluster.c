@@ -258,8 +258,48 @@ static int ctl_check_ports(const char* what, int base, long n) {
     return 0;
 }
 
+/* Lays out a new cluster of n nodes from `port` in `data` and saves it. */
+static int ctl_new_layout(struct ctl_cluster* c,
+                          const char* data,
+                          long n,
+                          long port,
+                          const char* bin_opt,
+                          const char* node_flags,
+                          bool fault) {
+    memset(c, 0, sizeof *c);
+    if (ctl_mkdirs(data) != 0) {
+        fprintf(stderr, "skeinctl cluster start: cannot create %s: %s\n", data,
+                strerror(errno));
+        return -1;
+    }
+    char* abs = realpath(data, NULL);
+    if (abs == NULL) {
+        return -1;
+    }
+    snprintf(c->dir, sizeof c->dir, "%s", abs);
+    free(abs);
+    char bin[CTL_PATH_MAX];
+    if (bin_opt != NULL) {
+        snprintf(bin, sizeof bin, "%s", bin_opt);
+    } else {
+        ctl_node_bin(bin, sizeof bin);
+    }
+    c->count = (size_t)n;
+    for (size_t i = 0; i < c->count; i++) {
+        c->node[i].id = i;
+        c->node[i].port = (int)port + (int)i;
+    }
+    for (size_t i = 0; i < c->count; i++) {
+        char peers[CTL_MAX_NODES * 8];
+        ctl_peers_of(c, i, peers, sizeof peers);
+        ctl_member_argv(&c->node[i], bin, c->dir, peers, node_flags, fault,
+                        false);
+    }
+    return ctl_cluster_save(c);
+}
+
 static int ctl_cluster_start(int argc, char** argv) {
-    long n = 3, port = 8080;
+    long n = -1, port = -1; /* -1: not given (defaults 3 and 8080) */
     double wait_s = CTL_START_WAIT_S;
     const char *data = NULL, *node_flags = NULL, *bin_opt = NULL;
     bool fault = false, foreground = false, help = false;
@@ -282,13 +322,6 @@ static int ctl_cluster_start(int argc, char** argv) {
         ctl_cluster_usage(stdout);
         return 0;
     }
-    if (n < 1 || n > CTL_MAX_NODES || port < 1 || port + n > 64535) {
-        fprintf(stderr,
-                "skeinctl cluster start: --nodes must be 1..%d and "
-                "--port leave room for nng on port + 1000\n",
-                CTL_MAX_NODES);
-        return 2;
-    }
     if (data == NULL) {
         data = ctl_data_dir();
     }
@@ -297,6 +330,7 @@ static int ctl_cluster_start(int argc, char** argv) {
         return 1;
     }
     int rv = 1;
+    bool restart = false;
     if (ctl_cluster_load(data, c, true) == 0) {
         for (size_t i = 0; i < c->count; i++) {
             if (ctl_pid_alive(c->node[i].pid)) {
@@ -309,40 +343,45 @@ static int ctl_cluster_start(int argc, char** argv) {
                 goto out;
             }
         }
+        /* A stopped cluster: start it again as it was (its nodes' data
+         * remembers the members' addresses). */
+        bool same_port = port < 0 || port == c->node[0].port;
+        bool same_n = n < 0 || (size_t)n == c->count;
+        if (!same_port || !same_n) {
+            fprintf(stderr,
+                    "skeinctl cluster start: %s holds a cluster of %zu nodes "
+                    "from port %d; start it with the same layout, or use "
+                    "another --data\n",
+                    c->dir, c->count, c->node[0].port);
+            goto out;
+        }
+        n = (long)c->count;
+        port = c->node[0].port;
+        restart = true;
+        printf("restarting the cluster in %s with its saved command lines\n",
+               c->dir);
     }
-    if (ctl_check_ports("cluster start", (int)port, n) != 0) {
+    n = n < 0 ? 3 : n;
+    port = port < 0 ? 8080 : port;
+    if (n < 1 || n > CTL_MAX_NODES || port < 1 || port + n > 64535) {
+        fprintf(stderr,
+                "skeinctl cluster start: --nodes must be 1..%d and "
+                "--port leave room for nng on port + 1000\n",
+                CTL_MAX_NODES);
+        rv = 2;
         goto out;
     }
-    memset(c, 0, sizeof *c);
-    if (ctl_mkdirs(data) != 0) {
-        fprintf(stderr, "skeinctl cluster start: cannot create %s: %s\n", data,
-                strerror(errno));
+    if (restart) {
+        for (size_t i = 0; i < c->count; i++) {
+            if (ctl_check_ports("cluster start", c->node[i].port, 1) != 0) {
+                goto out;
+            }
+        }
+    } else if (ctl_check_ports("cluster start", (int)port, n) != 0) {
         goto out;
     }
-    char* abs = realpath(data, NULL);
-    if (abs == NULL) {
-        goto out;
-    }
-    snprintf(c->dir, sizeof c->dir, "%s", abs);
-    free(abs);
-    char bin[CTL_PATH_MAX];
-    if (bin_opt != NULL) {
-        snprintf(bin, sizeof bin, "%s", bin_opt);
-    } else {
-        ctl_node_bin(bin, sizeof bin);
-    }
-    c->count = (size_t)n;
-    for (size_t i = 0; i < c->count; i++) {
-        c->node[i].id = i;
-        c->node[i].port = (int)port + (int)i;
-    }
-    for (size_t i = 0; i < c->count; i++) {
-        char peers[CTL_MAX_NODES * 8];
-        ctl_peers_of(c, i, peers, sizeof peers);
-        ctl_member_argv(&c->node[i], bin, c->dir, peers, node_flags, fault,
-                        false);
-    }
-    if (ctl_cluster_save(c) != 0) {
+    if (!restart &&
+        ctl_new_layout(c, data, n, port, bin_opt, node_flags, fault) != 0) {
         goto out;
     }
     for (size_t i = 0; i < c->count; i++) {
