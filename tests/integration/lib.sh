@@ -180,3 +180,13 @@ t_expect() {
     local want=$1 got=$2 what=$3
     [ "${got%% *}" = "$want" ] || t_fail "$what: expected $want, got $got"
 }
+
+# t_ids_except IDS... : node ids 0..T_NODES-1 not listed.
+t_ids_except() {
+    local i x skip
+    for i in $(seq 0 $((T_NODES - 1))); do
+        skip=0
+        for x in "$@"; do [ "$i" = "$x" ] && skip=1; done
+        if [ "$skip" = 0 ]; then echo "$i"; fi
+    done
+}

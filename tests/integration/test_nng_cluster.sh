@@ -28,11 +28,11 @@ t_wait_converged 0 1 2 >/dev/null || t_fail "nodes did not converge"
 
 t_log "kill -9 the leader ($leader)"
 t_kill_node "$leader"
-others=$(for i in 0 1 2; do [ "$i" != "$leader" ] && echo "$i"; done)
+others=$(t_ids_except "$leader")
 deadline=$((SECONDS + 10)); newleader=""
 while [ $SECONDS -lt $deadline ] && [ -z "$newleader" ]; do
     for i in $others; do
-        [ "$(t_status_field "$i" role)" = 3 ] && newleader=$i
+        if [ "$(t_status_field "$i" role)" = 3 ]; then newleader=$i; fi
     done
     sleep 0.1
 done
@@ -47,7 +47,7 @@ t_log "restart node $leader: catches up"
 t_start_node "$leader"
 t_wait_converged 0 1 2 >/dev/null || t_fail "restarted node did not catch up"
 
-follower=$(for i in $others; do [ "$i" != "$newleader" ] && echo "$i"; done)
+follower=$(t_ids_except "$leader" "$newleader")
 t_log "wipe follower $follower: snapshot resync"
 t_kill_node "$follower"
 rm -rf "$T_DIR/node-$follower"

@@ -95,7 +95,7 @@ t_expect 201 "$(t_http 3 POST /api/kv '{"key":"after-remove","value":"x"}')" "wr
 # it by snapshot (a snapshot made after a membership change).
 t_term_node 3 || t_fail "node 3 did not stop on SIGTERM"
 t_start_node 3 --join
-members=$(for i in 0 1 2 3; do [ "$i" != "$f" ] && echo "$i"; done)
+members=$(t_ids_except "$f")
 t_wait_converged $members >/dev/null || t_fail "node 3 did not recover"
 leader=$(t_wait_http_leader 10) || t_fail "no leader after node 3 restarted"
 if [ "$leader" != 3 ]; then
@@ -115,7 +115,7 @@ t_wait_converged $members >/dev/null || t_fail "no convergence after resyncing n
 # which dies; the retry elsewhere with the same key must not apply twice.
 t_http "$leader" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1' >/dev/null
 t_kill_node "$leader"
-other=$(for i in $members; do [ "$i" != "$leader" ] && echo "$i"; done | head -n 1)
+other=$(t_ids_except "$f" "$leader" | head -n 1)
 deadline=$((SECONDS + 15)); r=""
 while [ $SECONDS -lt $deadline ]; do
     r=$(t_http "$other" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1')
@@ -127,7 +127,7 @@ n=$(t_http "$other" GET '/api/kv?key=fail-over' | grep -o '"key":"fail-over"' | 
 [ "$n" = 1 ] || t_fail "the retried write exists $n times"
 
 # No quorum: with two of three voters gone, writes get 503 quickly.
-last=$(for i in $members; do [ "$i" != "$leader" ] && [ "$i" != "$other" ] && echo "$i"; done)
+last=$(t_ids_except "$f" "$leader" "$other")
 t_kill_node "$other"
 # A write already in flight to the dying leader is honestly "outcome
 # unknown"; once the survivor's election timeout passed it knows there is
