@@ -12,9 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#ifdef SKEIN_HAVE_GATEWAY
 #include "gw.h"
-#endif
 #include "node.h"
 #include "store_env.h"
 
@@ -416,9 +414,7 @@ static int parse_args(struct main_opts* o, int argc, char** argv) {
 int main(int argc, char** argv) {
     struct main_opts o;
     struct node* n = NULL;
-#ifdef SKEIN_HAVE_GATEWAY
     struct gw* gw = NULL;
-#endif
     char err[512];
     struct sigaction sa;
     sigset_t stop_set;
@@ -443,7 +439,6 @@ int main(int argc, char** argv) {
                 err);
         return 1;
     }
-#ifdef SKEIN_HAVE_GATEWAY
     if (o.cfg.http_addr[0] != '\0') {
         struct gw_config gc;
         const char* urls[1] = {node_inproc_url(n)};
@@ -468,7 +463,6 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
-#endif
     fprintf(stderr, "skein-node %llu: serving nng on %s%s%s, data in %s\n",
             (unsigned long long)o.cfg.id, o.cfg.listen_url,
             o.cfg.http_addr[0] ? ", HTTP on " : "", o.cfg.http_addr,
@@ -480,8 +474,6 @@ int main(int argc, char** argv) {
             (unsigned long long)o.cfg.id, sig);
     node_request_stop(n);
     node_join(n);
-#ifdef SKEIN_HAVE_GATEWAY
     gw_stop(gw);
-#endif
     return 0;
 }
