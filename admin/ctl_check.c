@@ -426,15 +426,16 @@ static enum ctl_verdict ctl_search(const struct ctl_kop* ops,
                 if (fresh < 0) {
                     goto out;
                 }
+                /* An operation that leaves the register as it is (a read,
+                 * a 404, a 412 that learns nothing) and is legal now can
+                 * always go first: it commutes with whatever would come
+                 * before it, and every operation that must precede it is
+                 * linearized already. So skipping it is never needed,
+                 * which keeps k concurrent reads from costing 2^k
+                 * configurations; and if going first was explored
+                 * already, this configuration has no solution at all. */
+                bool forced = ctl_reg_eq(&next, &state);
                 if (fresh == 1) {
-                    /* An operation that leaves the register as it is (a
-                     * read, a 404, a 412 that learns nothing) and is legal
-                     * now can always go first: it commutes with whatever
-                     * would come before it, and every operation that must
-                     * precede it is linearized already. So skipping it is
-                     * never needed, which keeps k concurrent reads from
-                     * costing 2^k configurations. */
-                    bool forced = ctl_reg_eq(&next, &state);
                     stack[depth++] = (struct ctl_frame){e, state, forced};
                     state = next;
                     ctl_lift(e);
@@ -443,9 +444,15 @@ static enum ctl_verdict ctl_search(const struct ctl_kop* ops,
                     continue;
                 }
                 bits[op / 64] &= ~((uint64_t)1 << (op % 64));
+                if (!forced) {
+                    e = e->next;
+                    continue;
+                }
+                /* fall through to backtrack */
+            } else {
+                e = e->next;
+                continue;
             }
-            e = e->next;
-            continue;
         }
         /* A return of an operation not linearized yet (or the end): undo
          * the last choice and try the next candidate after it. */

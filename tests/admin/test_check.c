@@ -230,6 +230,317 @@ static void test_many_concurrent_reads(void** state) {
     free(text);
 }
 
+/* ---- randomized comparison with a brute-force oracle --------------------- */
+
+/* One generated operation (the oracle's own view of it). */
+struct gen_op {
+    int fn;          /* 0 create, 1 get, 2 update, 3 delete */
+    int value;       /* value written (index), -1 none */
+    bool has_if;     /* conditional */
+    uint64_t if_seq; /* expected seq */
+    bool det;        /* determinate */
+    int res;         /* 0 entry, 1 not found, 2 cas mismatch, 3 deleted */
+    int res_value;   /* value read */
+    uint64_t res_seq;
+    int64_t t0, t1;
+};
+
+/* The register, as the oracle sees it (independent of ctl_check.c). */
+struct oreg {
+    bool present;
+    int value;
+    uint64_t seq;
+    bool known; /* seq exact; else a strict lower bound */
+};
+
+static bool oseq(struct oreg* r, uint64_t s) {
+    if (r->known) {
+        return r->seq == s;
+    }
+    if (s <= r->seq) {
+        return false;
+    }
+    r->seq = s;
+    r->known = true;
+    return true;
+}
+
+static bool ostep(const struct gen_op* o, struct oreg* r) {
+    if (!o->det) {
+        if (o->fn == 0) {
+            if (r->present) {
+                return false;
+            }
+            *r = (struct oreg){true, o->value, 0, false};
+            return true;
+        }
+        if (!r->present || (o->has_if && !oseq(r, o->if_seq))) {
+            return false;
+        }
+        if (o->fn == 2) {
+            r->value = o->value;
+            r->known = false;
+        } else {
+            *r = (struct oreg){false, -1, 0, false};
+        }
+        return true;
+    }
+    if (o->res == 1) {
+        return o->fn != 0 && !r->present;
+    }
+    if (o->res == 2) {
+        return (o->fn == 2 || o->fn == 3) && r->present && o->has_if &&
+               o->res_seq != o->if_seq && oseq(r, o->res_seq);
+    }
+    switch (o->fn) {
+        case 0:
+            if (r->present) {
+                return false;
+            }
+            *r = (struct oreg){true, o->value, o->res_seq, true};
+            return true;
+        case 1:
+            return r->present && r->value == o->res_value &&
+                   oseq(r, o->res_seq);
+        case 2:
+            if (!r->present || (o->has_if && !oseq(r, o->if_seq)) ||
+                o->res_seq <= r->seq) {
+                return false;
+            }
+            *r = (struct oreg){true, o->value, o->res_seq, true};
+            return true;
+        default:
+            if (!r->present || (o->has_if && !oseq(r, o->if_seq))) {
+                return false;
+            }
+            *r = (struct oreg){false, -1, 0, false};
+            return true;
+    }
+}
+
+/* Depth-first search over every order (and every subset of the
+ * indeterminate operations) that respects real time. */
+static bool oracle(const struct gen_op* ops,
+                   int n,
+                   unsigned done,
+                   struct oreg r) {
+    bool all = true;
+    for (int i = 0; i < n; i++) {
+        all = all && (!ops[i].det || (done >> i & 1));
+    }
+    if (all) {
+        return true;
+    }
+    for (int i = 0; i < n; i++) {
+        if (done >> i & 1) {
+            continue;
+        }
+        bool ready = true; /* nothing pending returned before i began */
+        for (int j = 0; j < n && ready; j++) {
+            ready = (done >> j & 1) || !ops[j].det || j == i ||
+                    ops[j].t1 >= ops[i].t0;
+        }
+        struct oreg next = r;
+        if (ready && ostep(&ops[i], &next) &&
+            oracle(ops, n, done | 1u << i, next)) {
+            return true;
+        }
+    }
+    /* An indeterminate operation may also never take effect: drop it. */
+    for (int i = 0; i < n; i++) {
+        if (!(done >> i & 1) && !ops[i].det &&
+            oracle(ops, n, done | 1u << i, r)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static uint64_t rnd_state = 88172645463325252ULL;
+static uint64_t rnd(uint64_t n) {
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state % n;
+}
+
+/* Makes a history by running random operations against a real register
+ * at random points of their intervals, then maybe corrupts one answer. */
+static int gen_history(struct gen_op* ops) {
+    int n = 2 + (int)rnd(6);
+    int64_t point[8];
+    for (int i = 0; i < n; i++) {
+        struct gen_op* o = &ops[i];
+        memset(o, 0, sizeof *o);
+        o->fn = i == 0 ? 0 : 1 + (int)rnd(3);
+        o->t0 = i == 0 ? 0 : 5 + (int64_t)rnd(60);
+        o->t1 = o->t0 + 1 + (int64_t)rnd(40);
+        point[i] = o->t0 + (int64_t)rnd((uint64_t)(o->t1 - o->t0 + 1));
+        o->value = (o->fn == 0 || o->fn == 2) ? i : -1;
+        o->has_if = (o->fn == 2 || o->fn == 3) && rnd(2) == 0;
+        o->det = i == 0 || o->fn == 1 || rnd(5) != 0;
+    }
+    /* Execute in linearization-point order. */
+    int order[8];
+    for (int i = 0; i < n; i++) {
+        order[i] = i;
+    }
+    for (int a = 0; a < n; a++) {
+        for (int b = a + 1; b < n; b++) {
+            if (point[order[b]] < point[order[a]]) {
+                int t = order[a];
+                order[a] = order[b];
+                order[b] = t;
+            }
+        }
+    }
+    bool present = false;
+    int value = -1;
+    uint64_t seq = 0, counter = 0;
+    for (int k = 0; k < n; k++) {
+        struct gen_op* o = &ops[order[k]];
+        bool applies = o->det || rnd(2) == 0; /* indeterminate: maybe */
+        if (o->has_if) {
+            o->if_seq = present && rnd(3) != 0 ? seq : 1 + rnd(6);
+        }
+        if (!applies) {
+            continue;
+        }
+        if (o->fn != 0 && !present) {
+            o->res = 1;
+        } else if (o->fn == 1) {
+            o->res = 0;
+            o->res_value = value;
+            o->res_seq = seq;
+        } else if (o->has_if && o->if_seq != seq) {
+            o->res = 2;
+            o->res_seq = seq;
+        } else if (o->fn == 3) {
+            o->res = 3;
+            present = false;
+            value = -1;
+        } else {
+            o->res = 0;
+            present = true;
+            value = o->value;
+            seq = o->res_seq = ++counter;
+            o->res_value = value;
+        }
+        if (!o->det && o->res != 0 && o->res != 3) {
+            o->det = true; /* a no-op answer: keep it determinate */
+        }
+    }
+    if (rnd(2) == 0) { /* corrupt one answer */
+        struct gen_op* o = &ops[rnd((uint64_t)n)];
+        if (o->det) {
+            switch (rnd(3)) {
+                case 0:
+                    o->res_seq += 1;
+                    break;
+                case 1:
+                    o->res = o->fn == 0 ? 0 : 1;
+                    break;
+                default:
+                    o->res_value = (o->res_value + 1) % n;
+                    break;
+            }
+        }
+    }
+    return n;
+}
+
+static void gen_line(FILE* f, const struct gen_op* o, int i) {
+    static const char* fns[] = {"create", "get", "update", "delete"};
+    fprintf(f, "{\"op\":%d,\"proc\":%d,\"f\":\"%s\",\"id\":\"A\"", i, i,
+            fns[o->fn]);
+    if (o->value >= 0) {
+        fprintf(f, ",\"value\":\"v%d\"", o->value);
+    }
+    if (o->has_if) {
+        fprintf(f, ",\"if_match\":%llu", (unsigned long long)o->if_seq);
+    }
+    fprintf(f, ",\"invoke_us\":%lld", (long long)o->t0);
+    if (!o->det) {
+        fprintf(f, ",\"outcome\":\"indeterminate\"}\n");
+        return;
+    }
+    fprintf(f, ",\"complete_us\":%lld,\"outcome\":\"ok\",\"result\":",
+            (long long)o->t1);
+    switch (o->res) {
+        case 0:
+            fprintf(f, "{\"seq\":%llu,\"value\":\"v%d\"}}\n",
+                    (unsigned long long)o->res_seq,
+                    o->fn == 1 ? o->res_value : o->value);
+            break;
+        case 1:
+            fprintf(f, "{\"found\":false}}\n");
+            break;
+        case 2:
+            fprintf(f, "{\"cas_mismatch\":true,\"current_seq\":%llu}}\n",
+                    (unsigned long long)o->res_seq);
+            break;
+        default:
+            fprintf(f, "{\"deleted\":true}}\n");
+            break;
+    }
+}
+
+static void test_random_vs_oracle(void** state) {
+    (void)state;
+    int agree_ok = 0, agree_bad = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        struct gen_op ops[8];
+        int n = gen_history(ops);
+        char* text = NULL;
+        size_t len = 0;
+        FILE* f = open_memstream(&text, &len);
+        assert_non_null(f);
+        for (int i = 0; i < n; i++) {
+            gen_line(f, &ops[i], i);
+        }
+        fclose(f);
+        struct ctl_history h;
+        struct ctl_check_result res;
+        char err[256];
+        ctl_history_init(&h);
+        assert_int_equal(ctl_history_parse(text, len, &h, err, sizeof err), 0);
+        struct ctl_check_opts opts = {.step_budget = 0, .minimize = true};
+        enum ctl_verdict v = ctl_check(&h, &opts, &res);
+        /* The oracle reads values as indices: a corrupted read of an
+         * index nobody wrote is simply never matched. */
+        bool want = oracle(ops, n, 0, (struct oreg){false, -1, 0, false});
+        if ((v == CTL_LINEARIZABLE) != want) {
+            fprintf(stderr, "disagreement (oracle: %s) on:\n%s",
+                    want ? "linearizable" : "not", text);
+        }
+        assert_int_equal(v == CTL_LINEARIZABLE, want);
+        if (v == CTL_NOT_LINEARIZABLE) {
+            /* The reported sub-history must itself fail. */
+            struct ctl_history sub;
+            ctl_history_init(&sub);
+            sub.ops = calloc(res.bad[0].count, sizeof *sub.ops);
+            assert_non_null(sub.ops);
+            for (size_t k = 0; k < res.bad[0].count; k++) {
+                sub.ops[k] = h.ops[res.bad[0].ops[k]];
+            }
+            sub.count = sub.cap = res.bad[0].count;
+            struct ctl_check_result r2;
+            assert_int_equal(ctl_check(&sub, &opts, &r2), CTL_NOT_LINEARIZABLE);
+            ctl_check_result_free(&r2);
+            free(sub.ops); /* the ops' strings belong to h */
+            agree_bad++;
+        } else {
+            agree_ok++;
+        }
+        ctl_check_result_free(&res);
+        ctl_history_free(&h);
+        free(text);
+    }
+    /* Both kinds must have been exercised. */
+    assert_true(agree_ok > 300);
+    assert_true(agree_bad > 300);
+}
+
 static void test_parse_errors(void** state) {
     (void)state;
     struct ctl_history h;
@@ -294,6 +605,7 @@ int main(void) {
         cmocka_unit_test(test_indeterminate_cannot_revert),
         cmocka_unit_test(test_seq_order),
         cmocka_unit_test(test_many_concurrent_reads),
+        cmocka_unit_test(test_random_vs_oracle),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_roundtrip),
     };
