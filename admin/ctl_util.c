@@ -681,6 +681,13 @@ int ctl_member_spawn(const struct ctl_cluster* c, struct ctl_member* m) {
         }
         dup2(logfd, 1);
         dup2(logfd, 2);
+        /* Leave skeinctl's sockets (the load's keep-alive connections)
+         * behind: a node holding a copy would keep them open. */
+        long maxfd = sysconf(_SC_OPEN_MAX);
+        for (long fd = 3; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536);
+             fd++) {
+            close((int)fd);
+        }
         execv(args[0], args);
         execvp(args[0], args);
         fprintf(stderr, "skeinctl: exec %s: %s\n", args[0], strerror(errno));
