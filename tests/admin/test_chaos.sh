@@ -26,15 +26,10 @@ echo "$out"
     t_fail "sync-status lines"
 
 t_log "transfer-leader auto, force-resync of a follower"
-if ! "$CTL" cluster transfer-leader --data "$D" --to auto; then
-    # admin/FINDINGS.md G1: the gateway cannot pick (or be told) node 0.
-    t_log "KNOWN ISSUE G1: transfer-leader auto refused; naming a follower"
-    to=$("$CTL" cluster status --data "$D" | awk '$4 == "follower" && $3 != 0 { print $3; exit }')
-    [ -n "$to" ] || t_fail "no follower with a non-zero id"
-    "$CTL" cluster transfer-leader --data "$D" --to "$to" || t_fail "transfer-leader --to $to"
-fi
-# A follower by its host:port (not node 0: admin/FINDINGS.md G2).
-target=$("$CTL" cluster status --data "$D" | awk '$4 == "follower" && $3 != 0 { print $1; exit }')
+"$CTL" cluster transfer-leader --data "$D" --to auto || t_fail "transfer-leader auto"
+# A follower by its host:port (node 0 preferred: ids may be 0, FINDINGS G2).
+target=$("$CTL" cluster status --data "$D" |
+         awk '$4 == "follower" { print $1 " " $3 }' | sort -k2n | head -n 1 | cut -d' ' -f1)
 [ -n "$target" ] || t_fail "no follower to resync"
 "$CTL" cluster resync --data "$D" --target "$target" || t_fail "resync $target"
 
