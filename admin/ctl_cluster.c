@@ -739,7 +739,7 @@ static int ctl_cluster_transfer(int argc, char** argv) {
 static int ctl_cluster_add_node(int argc, char** argv) {
     const char *data = NULL, *node_flags = NULL;
     bool learner = false, help = false;
-    double wait_s = CTL_START_WAIT_S;
+    double wait_s = 2 * CTL_START_WAIT_S;
     const struct ctl_opt opts[] = {
         {"help", CTL_OPT_FLAG, &help},
         {"data", CTL_OPT_STR, &data},
@@ -840,10 +840,32 @@ static int ctl_cluster_add_node(int argc, char** argv) {
         }
         ctl_sleep_ms(100);
     }
-    fprintf(stderr,
-            "skeinctl cluster add-node: node %llu did not catch up "
-            "in time\n",
-            (unsigned long long)m->id);
+    {
+        /* Say where it stands, and how the leader sees it. */
+        struct ctl_status st;
+        ctl_fetch_status(nurl, 2000, &st);
+        fprintf(stderr,
+                "skeinctl cluster add-node: node %llu did not catch up in "
+                "%.0f s: %s role %s term %llu commit %llu applied %llu\n",
+                (unsigned long long)m->id, wait_s,
+                st.ok ? "answers," : st.error, st.role,
+                (unsigned long long)st.term,
+                (unsigned long long)st.commit_index,
+                (unsigned long long)st.last_applied);
+        char surl[CTL_URL_MAX + 32];
+        char err[160];
+        long status;
+        int l = ctl_find_leader(&nodes, 2000);
+        snprintf(surl, sizeof surl, "%s/_raft/sync-status",
+                 nodes.url[l >= 0 ? l : leader]);
+        json_t* doc = ctl_get_json(surl, 2000, &status, err, sizeof err);
+        char* text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+        fprintf(stderr, "  leader's sync-status: %s\n",
+                text != NULL ? text : err);
+        free(text);
+        json_decref(doc);
+        ctl_log_tail(c, m->id);
+    }
 out:
     free(c);
     return rv;

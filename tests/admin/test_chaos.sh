@@ -56,7 +56,7 @@ grep -q '"restart_failures": 0' "$T_DIR/storm.json" || t_fail "restart failures"
 "$CTL" check "$T_DIR/storm.jsonl" || t_fail "history not linearizable"
 
 t_log "add a fourth node, then remove it"
-"$CTL" cluster add-node --data "$D" || t_fail "add-node"
+"$CTL" cluster add-node --data "$D" --wait 180 || t_fail "add-node"
 [ "$(grep -c '^node ' "$D/cluster.conf")" = 4 ] || t_fail "cluster.conf has no 4th node"
 "$CTL" verify --data "$D" --timeout 60 || t_fail "verify with 4 nodes"
 "$CTL" cluster remove-node --data "$D" --id 3 || t_fail "remove-node"
