@@ -99,8 +99,8 @@ f_preflight() {
         command -v "$c" >/dev/null 2>&1 ||
             f_skip "'$c' is missing (Debian: iproute2 iptables nng-utils coreutils iputils-ping; deploy/install-deps.sh)"
     done
-    [ -x "$BIN/skein-node" ] && [ -x "$BIN/skein-wire" ] ||
-        f_skip "skein-node or skein-wire not built in $BIN"
+    [ -x "$BIN/skein-node" ] && [ -x "$BIN/skein-wire" ] && [ -x "$BIN/skein-probe" ] ||
+        f_fail "skein-node, skein-wire or skein-probe not built in $BIN"
     f_sweep_stale
     ip netns add "$probe" 2>/dev/null ||
         f_skip "cannot create network namespaces here (ip netns add failed)"
@@ -132,6 +132,10 @@ f_cleanup() {
         [ -n "$p" ] && { kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; }
     done
     for p in "${F_BG[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+    if [ -n "${F_WATCHDOG:-}" ]; then # and its sleep
+        kill -9 "$F_WATCHDOG" 2>/dev/null
+        [ -f "$F_DIR/watchdog.sleep" ] && kill "$(cat "$F_DIR/watchdog.sleep")" 2>/dev/null
+    fi
     for ((i = ${#F_NS[@]} - 1; i >= 0; i--)); do
         ns=${F_NS[$i]}
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
@@ -171,7 +175,13 @@ f_net_init() {
     f_preflight
     trap f_cleanup EXIT
     trap 'f_log "interrupted"; exit 1' INT TERM
-    F_DIR=$(mktemp -d /tmp/skein-fault.XXXXXX) || f_fail "mktemp"
+    # Data on tmpfs when there is one: fsync is then nearly free, so a busy
+    # disk on a shared machine does not turn every write into a second
+    # (--durability strict is still the code path; kill -9 keeps the page
+    # cache, so durability across a process crash is still tested).
+    local root=${F_DATA_ROOT:-/dev/shm}
+    [ -d "$root" ] && [ -w "$root" ] || root=/tmp
+    F_DIR=$(mktemp -d "$root/skein-fault.XXXXXX") || f_fail "mktemp"
     : >"$F_DIR/obs"
     ip netns add "$F_SW" || f_fail "ip netns add $F_SW"
     F_NS+=("$F_SW")
@@ -179,9 +189,13 @@ f_net_init() {
         f_fail "bridge"
     f_add_member "$F_CL" 10.77.0.2
     if [ -n "${F_TIMEOUT:-}" ]; then
-        (sleep "$F_TIMEOUT"; echo "WATCHDOG [$F_NAME]: still running after ${F_TIMEOUT}s" >&2
-         kill -TERM $$) 2>/dev/null &
-        F_BG+=("$!")
+        # The sleep must not hold ctest's output pipe after the test ends.
+        (sleep "$F_TIMEOUT" >/dev/null 2>&1 </dev/null &
+         echo "$!" >"$F_DIR/watchdog.sleep"
+         wait "$!"
+         echo "WATCHDOG [$F_NAME]: still running after ${F_TIMEOUT}s" >&2
+         kill -TERM $$) &
+        F_WATCHDOG=$!
         disown "$!"
     fi
     f_log "namespaces $F_TAG-*; data in $F_DIR"
@@ -220,7 +234,7 @@ f_start_node() {
     # ip netns exec execs the node: $! is skein-node's own PID.
     ip netns exec "$(f_ns "$i")" "$BIN/skein-node" --node-id "$i" \
         --data-dir "$F_DIR/node-$i" --listen "$(f_url "$i")" --peers "$peers" \
-        --enable-fault-injection "${F_FLAGS[@]}" $@ >>"$F_DIR/node-$i.log" 2>&1 &
+        --enable-fault-injection --map-size 1073741824 "${F_FLAGS[@]}" $@ >>"$F_DIR/node-$i.log" 2>&1 &
     F_PID[$i]=$!
     disown "$!"
     echo "=== started pid ${F_PID[$i]} at $(date +%T.%3N)" >>"$F_DIR/node-$i.log"
@@ -267,10 +281,9 @@ f_kv() {
 # recorded in $F_DIR/obs for the election-safety check.
 f_status() {
     local line
-    line=$(F_RPC_TIMEOUT=${F_STATUS_TIMEOUT:-2} f_wire "$1" status | head -n 1)
-    case "$line" in
-        node_id=*) echo "$(f_now_ms) $line" >>"$F_DIR/obs"; echo "$line" ;;
-    esac
+    line=$(f_poll "$1")
+    line=${line#"$1"}
+    echo "${line# }"
 }
 
 # f_field I NAME: one field of node I's status.
@@ -285,17 +298,17 @@ f_wait_up() {
     return 1
 }
 
-# f_poll IDS...: status of every listed node, polled in parallel (a paused
-# or dead node costs one timeout, not one per node); prints "ID LINE" lines.
+# f_poll IDS...: the status of every listed node, asked in parallel (one
+# skein-probe process; a paused or dead node costs one timeout,
+# F_STATUS_TIMEOUT s, default 2); prints "ID LINE" lines (LINE empty when
+# the node did not answer) and records every answer in $F_DIR/obs.
 f_poll() {
-    local i d="$F_DIR/poll.$BASHPID"
-    mkdir -p "$d"
-    for i in "$@"; do
-        f_status "$i" >"$d/$i" &
-    done
-    wait
-    for i in "$@"; do echo "$i $(cat "$d/$i")"; done
-    rm -rf "$d"
+    local i targets=() out now
+    for i in "$@"; do targets+=("$i=$(f_url "$i")"); done
+    out=$(ip netns exec "$F_CL" "$BIN/skein-probe" status -t $((${F_STATUS_TIMEOUT:-2} * 1000)) "${targets[@]}")
+    now=$(f_now_ms)
+    echo "$out" | awk -v t="$now" 'NF > 1 { $1 = t; print }' >>"$F_DIR/obs"
+    echo "$out"
 }
 
 # f_leader IDS...: the node among IDS that reports itself leader in the
@@ -361,21 +374,22 @@ f_write_n() {
 
 # ---------------------------------------------------------------- observer
 
-# Polls every node's status every ~100 ms in the background, so that the
-# election-safety check sees leaders that come and go between the test's
-# own polls. The members are re-read from $F_DIR/members on every round.
+# The observer: skein-probe polls every member's status every 100 ms in the
+# background (in the client namespace), so that the election-safety check
+# also sees leaders that come and go between the test's own polls. The
+# members are re-read from $F_DIR/members (f_members_changed) every round.
 f_observe_start() {
-    echo "${F_MEMBERS[*]}" >"$F_DIR/members"
-    (
-        while [ ! -e "$F_DIR/stop-observer" ]; do
-            f_poll $(cat "$F_DIR/members") >/dev/null
-            sleep 0.1
-        done
-    ) &
+    f_members_changed
+    ip netns exec "$F_CL" "$BIN/skein-probe" observe -i 100 -t 1000 \
+        -o "$F_DIR/obs" -m "$F_DIR/members" -s "$F_DIR/stop-observer" &
     F_BG+=("$!")
     disown "$!"
 }
-f_members_changed() { echo "${F_MEMBERS[*]}" >"$F_DIR/members"; }
+f_members_changed() {
+    local i
+    for i in "${F_MEMBERS[@]}"; do echo "$i=$(f_url "$i")"; done >"$F_DIR/members.new"
+    mv "$F_DIR/members.new" "$F_DIR/members"
+}
 
 # f_obs_first T0_MS CONDITION: from the observations, the first status
 # sample taken after T0_MS for which the awk CONDITION holds (fields: id,
@@ -585,24 +599,26 @@ f_link_is() {
         ! ip netns exec "$ns" ping -c 1 -W 0.5 -q "$ip" >/dev/null 2>&1
     else
         ip netns exec "$ns" ping -c 1 -W 1 -q "$ip" >/dev/null 2>&1 ||
-            ip netns exec "$ns" ping -c 1 -W 3 -q "$ip" >/dev/null 2>&1
+            ip netns exec "$ns" ping -c 1 -W 3 -q "$ip" >"$F_DIR/ping.$a.$b" 2>&1 ||
+            { cat "$F_DIR/ping.$a.$b" >&2; return 1; }
     fi
 }
 
 # f_check_links: the ping matrix matches $F_DIR/part (one set per line; no
 # file = fully connected). All pairs are pinged in parallel.
 f_check_links() {
-    local a b want pids=() bad=0 sa sb
+    local a b want pids=() bad=0 p
+    local -A set=()
+    for a in "${F_MEMBERS[@]}"; do set[$a]=$(f_set_of "$a"); done
     for a in "${F_MEMBERS[@]}"; do
         for b in "${F_MEMBERS[@]}"; do
             [ "$a" = "$b" ] && continue
-            sa=$(f_set_of "$a"); sb=$(f_set_of "$b")
-            want=down; [ "$sa" = "$sb" ] && want=up
-            (f_link_is "$want" "$a" "$b" || { echo "link $a -> $b is not $want" >&2; exit 1; }) &
+            want=down; [ "${set[$a]}" = "${set[$b]}" ] && want=up
+            { f_link_is "$want" "$a" "$b" || { echo "link $a -> $b is not $want" >&2; exit 1; }; } &
             pids+=("$!")
         done
     done
-    for a in "${pids[@]}"; do wait "$a" || bad=1; done
+    for p in "${pids[@]}"; do wait "$p" || bad=1; done
     return $bad
 }
 f_set_of() {
@@ -635,12 +651,13 @@ f_partition() {
 # Node I drops everything from and to nodes outside its set, in one
 # iptables-restore transaction.
 f_cut_node() {
-    local i=$1 j mine
-    mine=$(f_set_of "$i")
+    local i=$1 j
+    local -A set=()
+    for j in "${F_MEMBERS[@]}"; do set[$j]=$(f_set_of "$j"); done
     {
         echo "*filter"
         for j in "${F_MEMBERS[@]}"; do
-            [ "$(f_set_of "$j")" = "$mine" ] && continue
+            [ "${set[$j]}" = "${set[$i]}" ] && continue
             echo "-A SKF_PART -s $(f_ip "$j") -j DROP"
             echo "-A SKF_PART -d $(f_ip "$j") -j DROP"
         done
@@ -707,8 +724,9 @@ f_cut_oneway() {
 }
 f_uncut_oneway() { f_hook "$1" "$2" drop=0 delay=0 jitter=0; f_ok "one-way cut $1 -> $2 removed"; }
 
-# f_loss PERCENT: random loss on every node-to-node packet (each node drops
-# PERCENT% of what it receives from other nodes; the client is spared).
+# f_loss PERCENT: random loss on node-to-node traffic (each node drops
+# PERCENT% of the TCP packets it receives from other nodes; the client, and
+# the ICMP probes of the link checks, are spared).
 # Asserts from the rule counters that packets really are being dropped at
 # about that rate.
 f_loss() {
@@ -718,8 +736,8 @@ f_loss() {
     for i in "${F_MEMBERS[@]}"; do
         ns=$(f_ns "$i")
         f_inns "$ns" iptables -w -F SKF_LOSS &&
-            f_inns "$ns" iptables -w -A SKF_LOSS -s 10.77.0.16/28 -j RETURN -m statistic --mode random --probability "$(awk -v p="$p" 'BEGIN { printf "%.4f", 1 - p }')" &&
-            f_inns "$ns" iptables -w -A SKF_LOSS -s 10.77.0.16/28 -j DROP ||
+            f_inns "$ns" iptables -w -A SKF_LOSS -s 10.77.0.16/28 -p tcp -j RETURN -m statistic --mode random --probability "$(awk -v p="$p" 'BEGIN { printf "%.4f", 1 - p }')" &&
+            f_inns "$ns" iptables -w -A SKF_LOSS -s 10.77.0.16/28 -p tcp -j DROP ||
             f_fail "loss rule in $ns"
     done
     sleep 2
