@@ -33,12 +33,14 @@ t_fail() {
     exit 1
 }
 
-# t_pick_base N: a base port in 20000-40000 whose N HTTP ports (base..)
-# and nng ports (base+1000..) are free now.
+# t_pick_base N: a base port whose N HTTP ports (base..) and nng ports
+# (base+1000..) are free now. Below 32768, the start of Linux's ephemeral
+# range (ip_local_port_range): ports there can be taken at any moment by
+# the outgoing connections of whatever runs on the machine.
 t_pick_base() {
     local n=$1 tries base p ok
     for tries in $(seq 1 100); do
-        base=$(( 20000 + (RANDOM * 3 + $$ + tries * 97) % 19000 ))
+        base=$(( 20000 + (RANDOM * 3 + $$ + tries * 97) % 11500 ))
         ok=1
         for p in $(seq "$base" $((base + n - 1))) $(seq $((base + 1000)) $((base + 1000 + n - 1))); do
             if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then ok=0; break; fi
