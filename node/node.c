@@ -655,6 +655,33 @@ static size_t take_events(struct node* n,
     return count;
 }
 
+/* One line per leadership change: what an operator looks for first. */
+static void log_role_change(struct node* n) {
+    enum raft_role role = raft_role(n->raft);
+    raft_term term = raft_current_term(n->raft);
+    raft_node_id leader = raft_leader(n->raft);
+
+    if (role == n->logged_role && term == n->logged_term &&
+        leader == n->logged_leader) {
+        return;
+    }
+    if (role == RAFT_LEADER || leader != 0 || role != n->logged_role) {
+        if (leader != 0) {
+            fprintf(stderr, "skein-node %llu: term %llu: %s, leader %llu\n",
+                    (unsigned long long)n->cfg.id, (unsigned long long)term,
+                    raft_role_name(role),
+                    (unsigned long long)codec_node_id(leader));
+        } else {
+            fprintf(stderr, "skein-node %llu: term %llu: %s, no leader\n",
+                    (unsigned long long)n->cfg.id, (unsigned long long)term,
+                    raft_role_name(role));
+        }
+    }
+    n->logged_role = role;
+    n->logged_term = term;
+    n->logged_leader = leader;
+}
+
 static void* node_loop(void* arg) {
     struct node* n = arg;
     size_t cap = 4096;
@@ -670,6 +697,7 @@ static void* node_loop(void* arg) {
         }
         tick(n);
         process_ready(n);
+        log_role_change(n);
         if (n->was_leader && raft_role(n->raft) != RAFT_LEADER) {
             node_fail_writes(n, SKEIN__CLIENT_RESPONSE__STATUS__UNKNOWN_OUTCOME,
                              "leadership lost before the write committed");

@@ -160,6 +160,9 @@ struct node {
     bool apply_behind; /* the state machine missed entries (disk full) */
 
     bool was_leader;
+    enum raft_role logged_role; /* last leadership state logged */
+    raft_term logged_term;
+    raft_node_id logged_leader;
     uint64_t rng;
     uint64_t tick_due_ms;
     raft_index last_compaction_check;

@@ -160,7 +160,7 @@ t_json() {
 t_http_leader() {
     local i
     for i in $(seq 0 $((T_NODES - 1))); do
-        if t_http "$i" GET /status | grep -q '"is_leader":true'; then
+        if t_http "$i" GET /status | grep '"is_leader":true' >/dev/null; then
             echo "$i"; return
         fi
     done
@@ -189,4 +189,20 @@ t_ids_except() {
         for x in "$@"; do [ "$i" = "$x" ] && skip=1; done
         if [ "$skip" = 0 ]; then echo "$i"; fi
     done
+}
+
+# t_wire_settled ID ARGS...: like t_wire, but retries answers that only say
+# "not now" (an election in progress: NO_QUORUM, NOT_LEADER) for 15 s.
+t_wire_settled() {
+    local deadline=$((SECONDS + 15)) out
+    while :; do
+        out=$(t_wire "$@" || true)
+        case "$out" in
+            *status=NO_QUORUM*|*status=NOT_LEADER*|"") ;;
+            *) break ;;
+        esac
+        [ $SECONDS -ge $deadline ] && break
+        sleep 0.2
+    done
+    echo "$out"
 }

@@ -23,7 +23,7 @@ for i in 0 1 2; do
         t_expect 200 "$(t_http "$i" GET "/api/kv/$id")" "read $id on node $i"
     done
     r=$(t_http "$i" GET /api/kv/count)
-    echo "$r" | grep -q '"count":3' || t_fail "count on node $i: $r"
+    echo "$r" | grep '"count":3' >/dev/null || t_fail "count on node $i: $r"
     t_expect 200 "$(t_http "$i" GET '/api/kv?consistency=stale')" "stale list"
 done
 
@@ -70,7 +70,7 @@ r=$(t_http "$leader" POST "/_raft/force-resync?target=127.0.0.1:$(t_http_port "$
 t_expect 200 "$r" "force-resync"
 deadline=$((SECONDS + 10)); ok=0
 while [ $SECONDS -lt $deadline ]; do
-    t_http "$leader" GET /_raft/resync_stats | grep -q '"send_successes":[1-9]' && { ok=1; break; }
+    t_http "$leader" GET /_raft/resync_stats | grep '"send_successes":[1-9]' >/dev/null && { ok=1; break; }
     sleep 0.2
 done
 [ "$ok" = 1 ] || t_fail "forced resync never completed: $(t_http "$leader" GET /_raft/resync_stats)"
@@ -83,7 +83,7 @@ r=$(t_http "$leader" POST /_raft/members "{\"id\":3,\"address\":\"$(t_nng_url 3)
 t_expect 200 "$r" "add member 3"
 deadline=$((SECONDS + 15)); ok=0
 while [ $SECONDS -lt $deadline ]; do
-    t_http "$leader" GET /_raft/members | tr '{' '\n' | grep '"id":3' | grep -q voter && { ok=1; break; }
+    t_http "$leader" GET /_raft/members | tr '{' '\n' | grep '"id":3' | grep voter >/dev/null && { ok=1; break; }
     sleep 0.2
 done
 [ "$ok" = 1 ] || t_fail "node 3 was not promoted: $(t_http "$leader" GET /_raft/members)"
@@ -139,6 +139,6 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 t_expect 503 "$r" "write without quorum"
 t_log "no quorum answered 503 in ${ms} ms"
 curl -s -i -m 15 -X POST "http://127.0.0.1:$(t_http_port "$last")/api/kv" \
-    -d '{"key":"no-quorum","value":"x"}' | grep -qi '^Retry-After' ||
+    -d '{"key":"no-quorum","value":"x"}' | grep -i '^Retry-After' >/dev/null ||
     t_fail "503 without Retry-After"
 t_log "PASS"
