@@ -45,10 +45,21 @@ enum gw_once {
 };
 
 /* Completion of one aio, signalled from nng's callback thread. */
+/*
+ * One request in flight: the send completes in nng's callback, which
+ * starts the receive right there, so the waiting thread wakes once per
+ * request instead of twice (each wake-up is a context switch).
+ */
 struct gw_wait {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    bool done;
+    pthread_cond_t cv;   /* CLOCK_MONOTONIC */
+    nng_aio* aio;        /* send, then receive */
+    nng_ctx ctx;         /* the request's context */
+    int64_t deadline_ms; /* of the receive (monotonic) */
+    bool sent;           /* under mu: the send completed */
+    bool receiving;      /* under mu: the receive was started */
+    bool done;           /* under mu: nothing more in flight */
+    bool cancel;         /* under mu: the waiter wants it stopped */
 };
 
 int64_t gw_now_ms(void) {
@@ -187,37 +198,52 @@ static bool gw_any_connected(struct gw* gw) {
 
 /* ---- one attempt ------------------------------------------------------- */
 
+/* nng's callback: after a good send, start the receive; else wake up the
+ * waiter. Runs on an nng thread; never blocks. */
 static void gw_wait_cb(void* arg) {
     struct gw_wait* w = arg;
+    int rv = nng_aio_result(w->aio);
     pthread_mutex_lock(&w->mu);
+    if (!w->sent && rv == 0) {
+        w->sent = true;
+        if (!w->cancel) {
+            int64_t left = w->deadline_ms - gw_now_ms();
+            w->receiving = true;
+            pthread_mutex_unlock(&w->mu);
+            nng_aio_set_timeout(w->aio, (nng_duration)(left > 1 ? left : 1));
+            nng_ctx_recv(w->ctx, w->aio);
+            return;
+        }
+    }
     w->done = true;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
 
 /*
- * Waits for the aio to complete. If the node loses its connection
- * meanwhile (a pipe removal since `gen0`), cancels the aio so the caller
- * can retry elsewhere at once instead of waiting for the timeout. Returns
- * true if it cancelled for that reason.
+ * Waits until nothing is in flight. If the node loses its connection
+ * meanwhile (a pipe removal since `gen0`), cancels so the caller can retry
+ * elsewhere at once instead of waiting for the timeout. The cancel is
+ * repeated at each poll, in case the callback started the receive just
+ * after the first one. A send still not taken by a pipe at the deadline is
+ * cancelled too (it has no nng timeout). Returns true if it cancelled
+ * because of a lost connection.
  */
-static bool gw_wait_aio(struct gw_wait* w,
-                        nng_aio* aio,
-                        struct gw_node* n,
-                        uint64_t gen0) {
-    bool cancelled = false;
+static bool gw_wait_aio(struct gw_wait* w, struct gw_node* n, uint64_t gen0) {
     pthread_mutex_lock(&w->mu);
     while (!w->done) {
         struct timespec until = gw_abstime_in(GW_RPC_POLL_MS);
         pthread_cond_timedwait(&w->cv, &w->mu, &until);
-        if (!w->done && !cancelled && atomic_load(&n->disconnects) != gen0) {
+        bool expired = !w->sent && gw_now_ms() >= w->deadline_ms;
+        if (!w->done &&
+            (w->cancel || expired || atomic_load(&n->disconnects) != gen0)) {
+            w->cancel = w->cancel || !expired;
             pthread_mutex_unlock(&w->mu);
-            nng_aio_cancel(aio);
+            nng_aio_cancel(w->aio);
             pthread_mutex_lock(&w->mu);
-            cancelled = true;
         }
     }
-    w->done = false;
+    bool cancelled = w->cancel;
     pthread_mutex_unlock(&w->mu);
     return cancelled;
 }
@@ -241,11 +267,9 @@ static enum gw_once gw_decode_reply(struct gw* gw,
     return GW_ONCE_OK;
 }
 
-/* Sends then receives on an open context and aio. */
+/* Sends then receives with w's context and aio. */
 static enum gw_once gw_send_recv(struct gw* gw,
                                  struct gw_node* n,
-                                 nng_ctx ctx,
-                                 nng_aio* aio,
                                  struct gw_wait* w,
                                  const uint8_t* buf,
                                  size_t len,
@@ -258,28 +282,36 @@ static enum gw_once gw_send_recv(struct gw* gw,
     if (len > 0) {
         memcpy(nng_msg_body(msg), buf, len);
     }
-    int64_t start = gw_now_ms();
     uint64_t gen0 = atomic_load(&n->disconnects);
-    nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
-    nng_aio_set_msg(aio, msg);
-    nng_ctx_send(ctx, aio);
-    gw_wait_aio(w, aio, n, gen0);
-    if (nng_aio_result(aio) != 0) {
+    w->deadline_ms = gw_now_ms() + timeout_ms;
+    /* No nng timeout on the send: gw_wait_aio cancels it at the deadline.
+     * nng 1.5.2 can let a timeout that races a completion fail the next
+     * operation on the same aio at once, and the receive follows on this
+     * aio; only the receive, the last operation, gets an nng timeout. */
+    nng_aio_set_timeout(w->aio, NNG_DURATION_INFINITE);
+    nng_aio_set_msg(w->aio, msg);
+    nng_ctx_send(w->ctx, w->aio);
+    bool lost = gw_wait_aio(w, n, gen0);
+    int rv = nng_aio_result(w->aio);
+    pthread_mutex_lock(&w->mu);
+    bool sent = w->sent;
+    bool receiving = w->receiving;
+    pthread_mutex_unlock(&w->mu);
+    if (!sent) {
         /* The REQ send completes once a pipe took the message: not sent. */
-        nng_msg_free(nng_aio_get_msg(aio));
+        nng_msg_free(nng_aio_get_msg(w->aio));
         return GW_ONCE_UNREACHABLE;
     }
     atomic_fetch_add(&gw->metrics.rpc_sent, 1);
-    int64_t left = timeout_ms - (gw_now_ms() - start);
-    nng_aio_set_timeout(aio, (nng_duration)(left > 1 ? left : 1));
-    nng_ctx_recv(ctx, aio);
-    bool lost = gw_wait_aio(w, aio, n, gen0);
-    int rv = nng_aio_result(aio);
-    if (rv != 0) {
-        atomic_fetch_add(&gw->metrics.rpc_failed, 1);
-        return (rv == NNG_ETIMEDOUT && !lost) ? GW_ONCE_TIMEOUT : GW_ONCE_LOST;
+    if (receiving && rv == 0) {
+        /* a reply (possibly one that raced a cancel: use it) */
+        return gw_decode_reply(gw, nng_aio_get_msg(w->aio), reply);
     }
-    return gw_decode_reply(gw, nng_aio_get_msg(aio), reply);
+    /* Sent, then no reply: timed out, or cancelled (before or during the
+     * receive) because the connection dropped. */
+    atomic_fetch_add(&gw->metrics.rpc_failed, 1);
+    return (receiving && rv == NNG_ETIMEDOUT && !lost) ? GW_ONCE_TIMEOUT
+                                                       : GW_ONCE_LOST;
 }
 
 /* One request to node `idx` with its own context. */
@@ -295,7 +327,7 @@ static enum gw_once gw_rpc_once(struct gw* gw,
         atomic_fetch_add(&gw->metrics.rpc_unreachable, 1);
         return GW_ONCE_UNREACHABLE;
     }
-    struct gw_wait w = {.done = false};
+    struct gw_wait w = {.aio = NULL};
     if (pthread_mutex_init(&w.mu, NULL) != 0) {
         return GW_ONCE_UNREACHABLE;
     }
@@ -304,16 +336,14 @@ static enum gw_once gw_rpc_once(struct gw* gw,
         return GW_ONCE_UNREACHABLE;
     }
     enum gw_once result = GW_ONCE_UNREACHABLE;
-    nng_ctx ctx;
-    nng_aio* aio = NULL;
-    if (nng_ctx_open(&ctx, n->sock) != 0) {
+    if (nng_ctx_open(&w.ctx, n->sock) != 0) {
         goto out;
     }
-    if (nng_aio_alloc(&aio, gw_wait_cb, &w) == 0) {
-        result = gw_send_recv(gw, n, ctx, aio, &w, buf, len, timeout_ms, reply);
-        nng_aio_free(aio); /* stops it first */
+    if (nng_aio_alloc(&w.aio, gw_wait_cb, &w) == 0) {
+        result = gw_send_recv(gw, n, &w, buf, len, timeout_ms, reply);
+        nng_aio_free(w.aio); /* stops it first */
     }
-    nng_ctx_close(ctx);
+    nng_ctx_close(w.ctx);
 out:
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);

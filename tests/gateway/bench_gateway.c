@@ -123,6 +123,16 @@ int main(int argc, char** argv) {
         create ? "POST /api/kv" : "GET /api/kv/count", nconn, took,
         (double)count / took, count ? lat[count / 2] * 1e3 : 0.0,
         count ? lat[(size_t)((double)count * 0.99)] * 1e3 : 0.0, errors);
+    if (errors > 0) {
+        struct http_resp r;
+        http_simple(port, "GET", "/metrics", NULL, &r);
+        const char* p = strstr(r.body, "\nskein_gateway_node_requests_total ");
+        const char* f = strstr(r.body, "\nskein_gateway_node_failures_total ");
+        fprintf(stderr, "gw-bench: mock saw %u requests; gateway%.50s%.50s\n",
+                mock_client_requests(m) + mock_admin_requests(m), p ? p : "?",
+                f ? f : "?");
+        http_free(&r);
+    }
     for (int i = 0; i < nconn; i++) {
         curl_easy_cleanup(cs[i].easy);
     }

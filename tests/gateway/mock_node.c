@@ -665,35 +665,61 @@ static void mock_serve_one(struct mock_node* m,
          * machine can take a while, and giving up drops a reply the
          * gateway then waits for until its deadline. */
         nng_aio_set_timeout(aio, 30000);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         nng_ctx_send(ctx, aio);
         nng_aio_wait(aio);
-        if (nng_aio_result(aio) != 0) {
+        int rv = nng_aio_result(aio);
+        if (rv != 0) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if (!atomic_load(&m->stop)) {
+                fprintf(stderr, "mock %llu: reply lost after %.3f s: %s\n",
+                        (unsigned long long)m->id,
+                        (double)(t1.tv_sec - t0.tv_sec) +
+                            (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+                        nng_strerror(rv));
+            }
             nng_msg_free(reply);
         }
     }
     free(bytes);
 }
 
+/*
+ * One worker: its own context, and separate aios for receiving and
+ * sending. nng 1.5.2 can let a timeout that races an operation's
+ * completion fail the NEXT operation on the same aio at once with
+ * NNG_ETIMEDOUT; with one aio, a reply send after a 50 ms receive timeout
+ * was sometimes dropped that way (the gateway then waited for its
+ * deadline).
+ */
 static void* mock_worker(void* arg) {
     struct mock_node* m = arg;
     nng_ctx ctx;
-    nng_aio* aio;
+    nng_aio* raio;
+    nng_aio* saio;
     if (nng_ctx_open(&ctx, m->sock) != 0) {
         return NULL;
     }
-    if (nng_aio_alloc(&aio, NULL, NULL) != 0) {
+    if (nng_aio_alloc(&raio, NULL, NULL) != 0) {
+        nng_ctx_close(ctx);
+        return NULL;
+    }
+    if (nng_aio_alloc(&saio, NULL, NULL) != 0) {
+        nng_aio_free(raio);
         nng_ctx_close(ctx);
         return NULL;
     }
     while (!atomic_load(&m->stop)) {
-        nng_aio_set_timeout(aio, 50);
-        nng_ctx_recv(ctx, aio);
-        nng_aio_wait(aio);
-        if (nng_aio_result(aio) == 0) {
-            mock_serve_one(m, ctx, aio, nng_aio_get_msg(aio));
+        nng_aio_set_timeout(raio, 50);
+        nng_ctx_recv(ctx, raio);
+        nng_aio_wait(raio);
+        if (nng_aio_result(raio) == 0) {
+            mock_serve_one(m, ctx, saio, nng_aio_get_msg(raio));
         }
     }
-    nng_aio_free(aio);
+    nng_aio_free(raio);
+    nng_aio_free(saio);
     nng_ctx_close(ctx);
     return NULL;
 }
