@@ -30,7 +30,7 @@
 #include "skein.pb-c.h"
 
 /* How long a restarted node may take to answer. */
-#define CTL_RESTART_WAIT_MS 30000
+#define CTL_RESTART_WAIT_MS 60000
 /* Pause between a kill and the restart: time for an election without it. */
 #define CTL_DOWN_MS 300
 
@@ -323,7 +323,15 @@ static void ctl_chaos_event(struct ctl_chaos* c, uint64_t n) {
     }
     ctl_chaos_log(c, "SIGKILL node %llu%s (pid %ld)", (unsigned long long)m->id,
                   is_leader ? " (leader)" : "", (long)m->pid);
-    ctl_pid_stop(m->pid, 0, 0);
+    if (ctl_pid_stop(m->pid, 0, 0) != 0) {
+        /* Restarting now would find its data still locked. */
+        ctl_chaos_log(c, "node %llu (pid %ld) does not die",
+                      (unsigned long long)m->id, (long)m->pid);
+        pthread_mutex_lock(&c->mu);
+        c->stats.restart_failures++;
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     c->stats.kills++;
     c->stats.leader_kills += is_leader;

@@ -752,8 +752,10 @@ int ctl_pid_stop(pid_t pid, int sig, int64_t wait_ms) {
             return 0;
         }
     }
+    /* A big process (a sanitizer build) can take seconds to die on a busy
+     * machine; its files (the LMDB lock) stay open until it has. */
     kill(pid, SIGKILL);
-    return ctl_pid_wait_dead(pid, 5000);
+    return ctl_pid_wait_dead(pid, 30000);
 }
 
 bool ctl_port_free(int port) {
