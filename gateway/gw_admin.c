@@ -261,37 +261,38 @@ static int gw_raft_view(struct gw_req* r, int which) {
     return gw_reply_json(r, 200, o);
 }
 
-/* Like gw_fetch_status(leader) but insists on a leader: -1 after 503. */
-static int gw_fetch_leader(struct gw_req* r,
-                           Skein__Envelope** reply,
-                           const Skein__StatusResponse** s,
-                           int* answered) {
-    if (gw_fetch_status(r, -1, reply, s, answered) != 0) {
-        return -1;
+/* The leader's id as status s knows it; false if unknown (a leader_id of 0
+ * means "unknown" in skein.proto). */
+static bool gw_leader_of(const Skein__StatusResponse* s, uint64_t* id) {
+    if (s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
+        *id = s->node_id;
+        return true;
     }
-    if ((*s)->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
-        return 0;
-    }
+    *id = s->leader_id;
+    return s->leader_id != 0;
+}
+
+/* Answers 503 not_leader for a follower's status, naming the leader (id
+ * and REST address) when it is known. */
+static int gw_reply_need_leader(struct gw_req* r,
+                                const Skein__StatusResponse* s) {
     json_t* extra = json_object();
-    const Skein__Configuration* c = (*s)->configuration;
-    if ((*s)->leader_id != 0) {
-        json_object_set_new(extra, "leader_id", gw_json_u64((*s)->leader_id));
-        /* Name the leader's REST address, so the client can go there. */
+    const Skein__Configuration* c = s->configuration;
+    if (s->leader_id != 0) {
+        json_object_set_new(extra, "leader_id", gw_json_u64(s->leader_id));
         for (size_t i = 0; c != NULL && i < c->n_members; i++) {
             const Skein__Member* m = c->members[i];
-            if (m->id == (*s)->leader_id && m->http_address != NULL &&
+            if (m->id == s->leader_id && m->http_address != NULL &&
                 m->http_address[0] != '\0') {
                 json_object_set_new(extra, "leader_address",
                                     json_string(m->http_address));
             }
         }
     }
-    skein__envelope__free_unpacked(*reply, NULL);
-    *reply = NULL;
-    gw_reply_error(r, 503, "not_leader", extra,
-                   "this needs the leader, and no leader is reachable from "
-                   "this gateway (leader_address names it when known)");
-    return -1;
+    return gw_reply_error(r, 503, "not_leader", extra,
+                          "this needs the leader's view, and no leader is "
+                          "reachable from this gateway (leader_address "
+                          "names it when known)");
 }
 
 /* "tcp://h:p" and "h:p" name the same address. */
@@ -384,6 +385,9 @@ static int gw_force_resync_send(struct gw_req* r,
     return 0;
 }
 
+/* Resolves the target with the status of the leader if reachable, else of
+ * any node (its configuration names every member), and sends the request
+ * to the node that answered: a follower forwards it to its leader. */
 static int gw_force_resync(struct gw_req* r) {
     char target[GW_URL_MAX + 1];
     int n = gw_query(r, "target", target, sizeof target);
@@ -395,23 +399,24 @@ static int gw_force_resync(struct gw_req* r) {
     }
     Skein__Envelope* reply;
     const Skein__StatusResponse* s;
-    int leader_idx;
-    if (gw_fetch_leader(r, &reply, &s, &leader_idx) != 0) {
+    int answered;
+    if (gw_fetch_status(r, -1, &reply, &s, &answered) != 0) {
         return -1;
     }
     uint64_t id = 0;
+    uint64_t leader = 0;
     bool known = gw_resolve_target(s, target, &id);
-    uint64_t self = s->node_id;
+    bool leader_known = gw_leader_of(s, &leader);
     skein__envelope__free_unpacked(reply, NULL);
     if (!known) {
         return gw_reply_error(r, 404, "unknown_target", gw_resync_extra(target),
                               "no follower is known as %s", target);
     }
-    if (id == self) {
+    if (leader_known && id == leader) {
         return gw_reply_error(r, 400, "bad_param", gw_resync_extra(target),
                               "%s is the leader itself", target);
     }
-    return gw_force_resync_send(r, target, id, leader_idx);
+    return gw_force_resync_send(r, target, id, answered);
 }
 
 /* The follower `auto` picks: a voter, not desynced, least lag, then least
@@ -455,7 +460,7 @@ static bool gw_is_voter(const Skein__StatusResponse* s, uint64_t id) {
 }
 
 static int gw_transfer_send(struct gw_req* r,
-                            uint64_t from,
+                            const uint64_t* from,
                             uint64_t to,
                             int leader_idx) {
     Skein__TransferLeaderRequest tr = SKEIN__TRANSFER_LEADER_REQUEST__INIT;
@@ -469,11 +474,12 @@ static int gw_transfer_send(struct gw_req* r,
     if (gw_admin_call(r, &ar, &opts, r->deadline_ms, &res) == 0) {
         json_t* o = json_object();
         json_object_set_new(o, "success", json_true());
-        json_object_set_new(o, "from", gw_json_u64(from));
+        json_object_set_new(o, "from",
+                            from != NULL ? gw_json_u64(*from) : json_null());
         json_object_set_new(o, "to", gw_json_u64(to));
         char msg[96];
-        snprintf(msg, sizeof msg, "leadership transfer from %llu to %llu",
-                 (unsigned long long)from, (unsigned long long)to);
+        snprintf(msg, sizeof msg, "leadership transfer to %llu started",
+                 (unsigned long long)to);
         json_object_set_new(o, "message", json_string(msg));
         gw_reply_json(r, 200, o);
         gw_probe_kick(r->gw);
@@ -482,6 +488,9 @@ static int gw_transfer_send(struct gw_req* r,
     return 0;
 }
 
+/* auto needs the leader's view (follower lag and latency); an explicit id
+ * is checked against any node's configuration and sent to the node that
+ * answered, which forwards it to its leader if it is a follower. */
 static int gw_transfer_leader(struct gw_req* r) {
     char to[32];
     uint64_t id = 0;
@@ -493,35 +502,38 @@ static int gw_transfer_leader(struct gw_req* r) {
     }
     Skein__Envelope* reply;
     const Skein__StatusResponse* s;
-    int leader_idx;
-    if (gw_fetch_leader(r, &reply, &s, &leader_idx) != 0) {
+    int answered;
+    if (gw_fetch_status(r, -1, &reply, &s, &answered) != 0) {
         return -1;
     }
-    uint64_t self = s->node_id;
+    uint64_t leader = 0;
+    bool leader_known = gw_leader_of(s, &leader);
     int rv = 0;
-    if (is_auto) {
+    if (is_auto && s->role != SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
+        rv = gw_reply_need_leader(r, s);
+    } else if (is_auto) {
         if (!gw_pick_successor(s, &id)) {
             rv = gw_reply_error(r, 409, "no_candidate", NULL,
                                 "no healthy voting follower to hand "
                                 "leadership to");
         }
-    } else if (id != self && !gw_is_voter(s, id)) {
+    } else if (leader_known && id == leader) {
+        json_t* o = json_object();
+        json_object_set_new(o, "success", json_true());
+        json_object_set_new(o, "from", gw_json_u64(leader));
+        json_object_set_new(o, "to", gw_json_u64(leader));
+        json_object_set_new(o, "message", json_string("already the leader"));
+        rv = gw_reply_json(r, 200, o);
+    } else if (!gw_is_voter(s, id)) {
         rv = gw_reply_error(r, 404, "unknown_node", NULL,
                             "node %llu is not a voting member",
                             (unsigned long long)id);
-    } else if (id == self) {
-        json_t* o = json_object();
-        json_object_set_new(o, "success", json_true());
-        json_object_set_new(o, "from", gw_json_u64(self));
-        json_object_set_new(o, "to", gw_json_u64(self));
-        json_object_set_new(o, "message", json_string("already the leader"));
-        rv = gw_reply_json(r, 200, o);
     }
     skein__envelope__free_unpacked(reply, NULL);
     if (r->status != 0) {
         return rv;
     }
-    return gw_transfer_send(r, self, id, leader_idx);
+    return gw_transfer_send(r, leader_known ? &leader : NULL, id, answered);
 }
 
 /* ---- members ----------------------------------------------------------- */

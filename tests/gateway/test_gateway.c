@@ -731,6 +731,21 @@ static void test_transfer_leader(void** state) {
     http_simple(fx->port, "POST", "/_raft/transfer-leader", NULL, &r);
     gwt_expect_error(&r, 400, "missing_param");
     http_free(&r);
+
+    /* a follower: auto needs the leader's view; the answer names it */
+    mock_set_leader(fx->mock, false, 2, NULL);
+    http_simple(fx->port, "POST", "/_raft/transfer-leader?to=auto", NULL, &r);
+    json_t* e = gwt_expect_json(&r, 503);
+    assert_string_equal(gwt_str(e, "code"), "not_leader");
+    assert_int_equal(gwt_int(e, "leader_id"), 2);
+    assert_string_equal(gwt_str(e, "leader_address"), "127.0.0.1:8002");
+    json_decref(e);
+    http_free(&r);
+    /* an explicit id goes to the node, which (here) refuses: 503 */
+    http_simple(fx->port, "POST", "/_raft/transfer-leader?to=3", NULL, &r);
+    gwt_expect_error(&r, 503, "not_leader");
+    http_free(&r);
+    mock_set_leader(fx->mock, true, 0, NULL);
 }
 
 static size_t members(struct fx* fx,
