@@ -120,6 +120,7 @@ struct ctl_slot {
     int64_t attempt_start_us;     /* current attempt start */
     long http;                    /* last HTTP status, 0 none */
     char error[160];              /* last failure */
+    char trail[256];              /* "node:status@ms" per attempt */
 };
 
 /* The engine. */
@@ -450,6 +451,7 @@ static int ctl_issue(struct ctl_engine* e, struct ctl_slot* s) {
     s->maybe_applied = false;
     s->http = 0;
     s->error[0] = '\0';
+    s->trail[0] = '\0';
     s->node = ctl_pick_node(e);
     s->busy = true;
     e->st->issued++;
@@ -580,9 +582,10 @@ static void ctl_record(struct ctl_engine* e, struct ctl_slot* s) {
     if (s->http != 0) {
         json_object_set_new(o, "http", json_integer(s->http));
     }
-    if (s->op.outcome != CTL_OUT_OK && s->error[0] != '\0') {
+    if (s->error[0] != '\0') {
         json_object_set_new(o, "error", json_string(s->error));
     }
+    json_object_set_new(o, "trail", json_string(s->trail));
     char* line = json_dumps(o, JSON_COMPACT);
     if (line != NULL) {
         fprintf(e->cfg->history, "%s\n", line);
@@ -644,7 +647,17 @@ static void ctl_attempt_done(struct ctl_engine* e,
     if (rc != CURLE_OK) {
         ctl_strlcpy(s->error, s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc),
                     sizeof s->error);
-    } else if (a != CTL_A_OK) {
+    }
+    /* The attempts' trail: node index, HTTP status (0: none), when it
+     * ended (ms since the run started). Diagnostics for the history. */
+    size_t tl = strlen(s->trail);
+    if (tl + 32 < sizeof s->trail) {
+        snprintf(s->trail + tl, sizeof s->trail - tl, "%s%d:%ld@%lld",
+                 tl ? " " : "", s->node, s->http,
+                 (long long)((now - e->t0_us) / 1000));
+    }
+    if (rc == CURLE_OK && (a != CTL_A_OK || s->http == 404 || s->http == 412)) {
+        /* Keep the node's reason, for failures and for 404/412 answers. */
         json_t* doc = json_loads(s->resp != NULL ? s->resp : "", 0, NULL);
         json_t* msg = doc != NULL ? json_object_get(doc, "error") : NULL;
         snprintf(s->error, sizeof s->error, "HTTP %ld%s%s", s->http,
