@@ -143,7 +143,8 @@ int gw_fetch_status(struct gw_req* r,
     if (node < 0 && s->role != SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
         /* Asked a follower: ask the leader it names, if we can reach it;
          * else keep the follower's view. */
-        int idx = s->leader_id != 0 ? gw_node_by_id(r->gw, s->leader_id) : -1;
+        int idx =
+            gw_status_leader_known(s) ? gw_node_by_id(r->gw, s->leader_id) : -1;
         if (idx >= 0 && idx != res.node) {
             struct gw_rpc_result again;
             if (gw_status_try(r, idx, &again) == 0) {
@@ -237,7 +238,7 @@ static int gw_raft_view(struct gw_req* r, int which) {
         }
         json_object_set_new(o, "followers", f);
         json_object_set_new(o, "role", json_string(gw_role_name(s->role)));
-        json_object_set_new(o, "leader_id", gw_json_u64(s->leader_id));
+        json_object_set_new(o, "leader_id", gw_leader_json(s));
         json_object_set_new(o, "last_log_index",
                             gw_json_u64(s->last_log_index));
     } else if (which == 1) { /* sync-status */
@@ -249,7 +250,7 @@ static int gw_raft_view(struct gw_req* r, int which) {
         }
         json_object_set_new(o, "followers", f);
         json_object_set_new(o, "term", gw_json_u64(s->term));
-        json_object_set_new(o, "leader_id", gw_json_u64(s->leader_id));
+        json_object_set_new(o, "leader_id", gw_leader_json(s));
         json_object_set_new(o, "last_log_index",
                             gw_json_u64(s->last_log_index));
     } else { /* resync_stats */
@@ -261,15 +262,15 @@ static int gw_raft_view(struct gw_req* r, int which) {
     return gw_reply_json(r, 200, o);
 }
 
-/* The leader's id as status s knows it; false if unknown (a leader_id of 0
- * means "unknown" in skein.proto). */
+/* The leader's id as status s knows it; false if unknown (see
+ * gw_status_leader_known: ids may be 0). */
 static bool gw_leader_of(const Skein__StatusResponse* s, uint64_t* id) {
     if (s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
         *id = s->node_id;
         return true;
     }
     *id = s->leader_id;
-    return s->leader_id != 0;
+    return gw_status_leader_known(s);
 }
 
 /* Answers 503 not_leader for a follower's status, naming the leader (id
@@ -278,7 +279,7 @@ static int gw_reply_need_leader(struct gw_req* r,
                                 const Skein__StatusResponse* s) {
     json_t* extra = json_object();
     const Skein__Configuration* c = s->configuration;
-    if (s->leader_id != 0) {
+    if (gw_status_leader_known(s)) {
         json_object_set_new(extra, "leader_id", gw_json_u64(s->leader_id));
         for (size_t i = 0; c != NULL && i < c->n_members; i++) {
             const Skein__Member* m = c->members[i];

@@ -202,6 +202,20 @@ json_t* gw_resync_stats_json(const Skein__ResyncStats* s) {
     return o;
 }
 
+bool gw_status_leader_known(const Skein__StatusResponse* s) {
+    if (s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
+        return true; /* it leads itself */
+    }
+    return s->has_leader_known ? s->leader_known != 0 : s->leader_id != 0;
+}
+
+json_t* gw_leader_json(const Skein__StatusResponse* s) {
+    if (s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER) {
+        return gw_json_u64(s->node_id);
+    }
+    return gw_status_leader_known(s) ? gw_json_u64(s->leader_id) : json_null();
+}
+
 json_t* gw_status_json(const Skein__StatusResponse* s) {
     json_t* o = json_object();
     if (o == NULL) {
@@ -216,7 +230,9 @@ json_t* gw_status_json(const Skein__StatusResponse* s) {
         o, "is_leader",
         json_boolean(s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER));
     json_object_set_new(o, "term", gw_json_u64(s->term));
-    json_object_set_new(o, "leader_id", gw_json_u64(s->leader_id));
+    json_object_set_new(o, "leader_id", gw_leader_json(s));
+    json_object_set_new(o, "leader_known",
+                        json_boolean(gw_status_leader_known(s)));
     json_object_set_new(o, "commit_index", gw_json_u64(s->commit_index));
     json_object_set_new(o, "last_applied", gw_json_u64(s->last_applied));
     json_object_set_new(o, "first_log_index", gw_json_u64(s->first_log_index));

@@ -240,7 +240,7 @@ static const char* gw_detail(const struct gw_reply_info* info,
 static int gw_reply_not_leader(struct gw_req* r,
                                const struct gw_reply_info* info) {
     json_t* extra = json_object();
-    if (info->leader_hint != 0) {
+    if (info->leader_known) {
         json_object_set_new(extra, "leader_id", gw_json_u64(info->leader_hint));
     }
     const char* addr = info->leader_http != NULL && info->leader_http[0]
@@ -251,10 +251,10 @@ static int gw_reply_not_leader(struct gw_req* r,
     }
     return gw_reply_error(
         r, 503, "not_leader", extra, "%s",
-        gw_detail(info, info->leader_hint != 0 ? "the leader is not reachable "
-                                                 "from this gateway"
-                                               : "no leader is known: an "
-                                                 "election may be running"));
+        gw_detail(info, info->leader_known ? "the leader is not reachable "
+                                             "from this gateway"
+                                           : "no leader is known: an "
+                                             "election may be running"));
 }
 
 int gw_reply_node_status(struct gw_req* r, const Skein__Envelope* reply) {

@@ -170,7 +170,8 @@ struct gw_rpc_result {
 struct gw_reply_info {
     bool valid;              /* a client_response or admin_response */
     int status;              /* Skein__ClientResponse__Status */
-    uint64_t leader_hint;    /* 0 = unknown */
+    uint64_t leader_hint;    /* meaningful when leader_known */
+    bool leader_known;       /* leader_hint names a leader */
     const char* leader_url;  /* borrowed from the reply, may be NULL */
     const char* leader_http; /* borrowed from the reply, may be NULL */
     const char* error;       /* borrowed from the reply, may be NULL */
@@ -362,6 +363,11 @@ const char* gw_follower_address(const Skein__FollowerStatus* f,
                                 size_t buflen);
 /* The resync_stats object of seed 004 (plus more). New ref. */
 json_t* gw_resync_stats_json(const Skein__ResyncStats* s);
+/* Whether s->leader_id names a leader: the leader_known flag, or for
+ * nodes that do not send it, leader_id != 0 (ids may be 0: admin G3). */
+bool gw_status_leader_known(const Skein__StatusResponse* s);
+/* leader_id as JSON: the id, or null when no leader is known. New ref. */
+json_t* gw_leader_json(const Skein__StatusResponse* s);
 /* The whole StatusResponse. New ref. */
 json_t* gw_status_json(const Skein__StatusResponse* s);
 

@@ -273,8 +273,7 @@ struct gw_node_metric {
 
 static const struct gw_node_metric gw_node_metrics[] = {
     {"skein_node_term", "gauge", "Current term.", GW_SR(term), 1},
-    {"skein_node_leader_id", "gauge", "Leader the node knows, 0 = none.",
-     GW_SR(leader_id), 1},
+
     {"skein_node_commit_index", "gauge", "Commit index.", GW_SR(commit_index),
      1},
     {"skein_node_last_applied", "gauge", "Last applied index.",
@@ -361,6 +360,25 @@ static void gw_render_node_roles(struct gw_buf* b,
             gw_node_labels(b, s);
             gw_buf_printf(b, ",role=\"%s\"} %d\n", gw_role_name(roles[k]),
                           (int)s->role == roles[k] ? 1 : 0);
+        }
+    }
+    gw_buf_printf(b,
+                  "# HELP skein_node_leader_id The leader the node knows, -1 "
+                  "when none.\n# TYPE skein_node_leader_id gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        if (st[i] == NULL) {
+            continue;
+        }
+        const Skein__StatusResponse* s = st[i]->admin_response->node_status;
+        uint64_t leader = s->role == SKEIN__STATUS_RESPONSE__ROLE__LEADER
+                              ? s->node_id
+                              : s->leader_id;
+        gw_buf_printf(b, "skein_node_leader_id{");
+        gw_node_labels(b, s);
+        if (gw_status_leader_known(s)) {
+            gw_buf_printf(b, "} %llu\n", (unsigned long long)leader);
+        } else {
+            gw_buf_printf(b, "} -1\n");
         }
     }
 }

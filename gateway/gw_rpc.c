@@ -370,6 +370,8 @@ struct gw_reply_info gw_reply_info(const Skein__Envelope* reply) {
         info.valid = true;
         info.status = (int)cr->status;
         info.leader_hint = cr->has_leader_hint ? cr->leader_hint : 0;
+        info.leader_known = cr->has_leader_known ? cr->leader_known != 0
+                                                 : info.leader_hint != 0;
         info.leader_url = cr->leader_url;
         info.leader_http = cr->leader_http_address != NULL
                                ? cr->leader_http_address
@@ -381,6 +383,8 @@ struct gw_reply_info gw_reply_info(const Skein__Envelope* reply) {
         info.valid = true;
         info.status = (int)ar->status;
         info.leader_hint = ar->has_leader_hint ? ar->leader_hint : 0;
+        info.leader_known = ar->has_leader_known ? ar->leader_known != 0
+                                                 : info.leader_hint != 0;
         info.error = ar->error;
     }
     return info;
@@ -400,10 +404,9 @@ static Skein__Envelope__BodyCase gw_expected_reply(const Skein__Envelope* req) {
 
 /* The node a NOT_LEADER reply points to, or -1. */
 static int gw_resolve_leader(struct gw* gw, const struct gw_reply_info* info) {
-    /* leader_hint 0 means "unknown" (skein.proto); leader_url still
-     * names a leader whose id is 0. */
-    int idx =
-        info->leader_hint != 0 ? gw_node_by_id(gw, info->leader_hint) : -1;
+    /* leader_known says whether leader_hint names a leader (ids may be
+     * 0); leader_url names it too, whatever its id. */
+    int idx = info->leader_known ? gw_node_by_id(gw, info->leader_hint) : -1;
     if (idx >= 0) {
         return idx;
     }
@@ -553,7 +556,7 @@ static bool gw_on_reply(struct gw_rpc_state* st,
             if (hint >= 0 && hint != idx && (st->tried & (1u << hint)) == 0) {
                 atomic_store(&gw->leader, hint);
                 st->forced = hint;
-            } else if (info.leader_hint != 0 && hint < 0) {
+            } else if (info.leader_known && hint < 0) {
                 gw_probe_kick(gw); /* learn the unknown leader's id */
             }
             gw_keep_last(st, reply, idx);
@@ -803,6 +806,7 @@ static void gw_probe_round(struct gw* gw) {
     int leader = -1;
     uint64_t leader_term = 0;
     uint64_t hinted_id = 0;
+    bool hinted = false;
     bool any = false;
     for (size_t i = 0; i < gw->node_count; i++) {
         struct gw_node* n = &gw->nodes[i];
@@ -821,12 +825,13 @@ static void gw_probe_round(struct gw* gw) {
             (leader < 0 || s->term > leader_term)) {
             leader = (int)i;
             leader_term = s->term;
-        } else if (s->leader_id != 0) {
+        } else if (gw_status_leader_known(s)) {
             hinted_id = s->leader_id;
+            hinted = true;
         }
         skein__envelope__free_unpacked(reply, NULL);
     }
-    if (leader < 0 && hinted_id != 0) {
+    if (leader < 0 && hinted) {
         leader = gw_node_by_id(gw, hinted_id);
     }
     if (leader >= 0 || any) {
