@@ -127,7 +127,11 @@ static Skein__FollowerStatus__Health health_of(
         (p != NULL && p->consecutive_failures >= NODE_FAILURES_DESYNCED)) {
         return SKEIN__FOLLOWER_STATUS__HEALTH__DESYNCED;
     }
-    if (last - pr->match > NODE_LAG_HEALTHY || !pr->recent_active) {
+    /* "Silent" is judged by the last answer, not by CheckQuorum's flag,
+     * which the core clears at the start of every round (admin N2). */
+    if (last - pr->match > NODE_LAG_HEALTHY ||
+        raft_tick_count(n->raft) - pr->last_contact_tick >
+            n->cfg.election_ticks) {
         return SKEIN__FOLLOWER_STATUS__HEALTH__LAGGING;
     }
     return SKEIN__FOLLOWER_STATUS__HEALTH__HEALTHY;

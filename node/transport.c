@@ -325,6 +325,11 @@ static void channel_close(struct channel* ch) {
             nng_msg_free(s->delayed);
         }
         if (s->aio != NULL) {
+            /* A send cancelled by the stop leaves its message with us. */
+            nng_msg* m = nng_aio_get_msg(s->aio);
+            if (m != NULL && s->state == SLOT_SEND) {
+                nng_msg_free(m);
+            }
             nng_aio_free(s->aio);
         }
     }
@@ -695,6 +700,10 @@ void transport_stop(struct transport* t) {
     nng_close(t->rep);
     for (uint32_t i = 0; t->servers != NULL && i < t->n_servers; i++) {
         if (t->servers[i].aio != NULL) {
+            nng_msg* m = nng_aio_get_msg(t->servers[i].aio);
+            if (m != NULL && t->servers[i].state == SERVER_SEND) {
+                nng_msg_free(m);
+            }
             nng_aio_free(t->servers[i].aio);
         }
     }
