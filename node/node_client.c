@@ -349,13 +349,7 @@ static int build_command(struct node* n,
 static void propose_write(struct node* n, struct transport_event* ev) {
     Skein__ClientRequest* req = ev->env->client_request;
     char id_buf[40];
-    uint8_t* data = NULL;
-    size_t len = 0;
-    raft_index index;
-    raft_term term;
-    const uint8_t* datas[1];
-    uint32_t lens[1];
-    int rv;
+    struct node_proposal* p;
 
     if (n->disk_full || n->apply_behind) {
         reply_status(n, ev->reply, req->request_id, ST(DISK_FULL),
@@ -363,13 +357,16 @@ static void propose_write(struct node* n, struct transport_event* ev) {
         ev->reply = NULL;
         return;
     }
-    if (n->w_count == NODE_PENDING_MAX) {
+    if (n->w_count + n->n_props >= NODE_PENDING_MAX ||
+        n->n_props == NODE_PROPOSAL_BATCH) {
         reply_status(n, ev->reply, req->request_id, ST(NO_QUORUM),
                      "too many writes in flight");
         ev->reply = NULL;
         return;
     }
-    if (build_command(n, ev->env->has_from, req, &data, &len, id_buf) != 0) {
+    p = &n->props[n->n_props];
+    if (build_command(n, ev->env->has_from, req, &p->data, &p->len, id_buf) !=
+        0) {
         reply_status(n, ev->reply, req->request_id, ST(INTERNAL),
                      "out of memory");
         ev->reply = NULL;
@@ -378,32 +375,54 @@ static void propose_write(struct node* n, struct transport_event* ev) {
     if (req->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE) {
         req->create->id = NULL; /* id_buf is ours, not the envelope's */
     }
-    datas[0] = data;
-    lens[0] = (uint32_t)len;
-    rv =
-        raft_propose(n->raft, RAFT_ENTRY_NORMAL, datas, lens, 1, &index, &term);
-    free(data);
-    if (rv != RAFT_OK) {
-        reply_status(n, ev->reply, req->request_id,
-                     rv == RAFT_ETOOBIG ? ST(BAD_REQUEST)
-                     : rv == RAFT_ENOTLEADER || rv == RAFT_ETRANSFER
-                         ? ST(NOT_LEADER)
-                         : ST(NO_QUORUM),
-                     raft_strerror(rv));
-        ev->reply = NULL;
+    p->reply = ev->reply;
+    n->n_props++;
+    ev->reply = NULL;
+}
+
+/* Proposes every write gathered while draining the event queue as one
+ * batch: one log append, one fsync and one AppendEntries per follower
+ * for all of them (group commit). */
+void node_flush_proposals(struct node* n) {
+    const uint8_t* datas[NODE_PROPOSAL_BATCH];
+    uint32_t lens[NODE_PROPOSAL_BATCH];
+    raft_index first = 0;
+    raft_term term = 0;
+    int rv;
+
+    if (n->n_props == 0) {
         return;
     }
-    {
-        struct node_write* w =
-            &n->writes[(n->w_head + n->w_count) % NODE_PENDING_MAX];
-        w->index = index;
-        w->term = term;
-        w->reply = ev->reply;
-        w->deadline_ms = node_now_ms() + n->cfg.write_timeout_ms;
-        n->w_count++;
-        n->counters.proposals++;
+    for (size_t i = 0; i < n->n_props; i++) {
+        datas[i] = n->props[i].data;
+        lens[i] = (uint32_t)n->props[i].len;
     }
-    ev->reply = NULL;
+    rv = raft_propose(n->raft, RAFT_ENTRY_NORMAL, datas, lens, n->n_props,
+                      &first, &term);
+    for (size_t i = 0; i < n->n_props; i++) {
+        struct node_proposal* p = &n->props[i];
+        if (rv != RAFT_OK) {
+            reply_status(n, p->reply, NULL,
+                         rv == RAFT_ETOOBIG ? ST(BAD_REQUEST)
+                         : rv == RAFT_ENOTLEADER || rv == RAFT_ETRANSFER
+                             ? ST(NOT_LEADER)
+                             : ST(NO_QUORUM),
+                         raft_strerror(rv));
+        } else {
+            struct node_write* w =
+                &n->writes[(n->w_head + n->w_count) % NODE_PENDING_MAX];
+            w->index = first + i;
+            w->term = term;
+            w->reply = p->reply;
+            w->deadline_ms = node_now_ms() + n->cfg.write_timeout_ms;
+            n->w_count++;
+            n->counters.proposals++;
+        }
+        free(p->data);
+        p->data = NULL;
+        p->reply = NULL;
+    }
+    n->n_props = 0;
 }
 
 void node_apply_results(struct node* n,

@@ -18,6 +18,7 @@
 #define NODE_EVENT_QUEUE_MAX 65536 /* events waiting for the loop */
 #define NODE_PENDING_MAX     65536 /* client requests waiting at once */
 #define NODE_SNAPSHOT_CHUNK  (1024 * 1024)
+#define NODE_PROPOSAL_BATCH  4096 /* writes proposed in one round */
 
 /* What the node knows about another member. */
 struct node_peer {
@@ -43,6 +44,13 @@ struct node_write {
     struct transport_server_ctx* reply;
     uint64_t deadline_ms;
     bool is_create;
+};
+
+/* A write waiting to be proposed with the others of its loop round. */
+struct node_proposal {
+    uint8_t* data; /* packed Command, owned */
+    size_t len;
+    struct transport_server_ctx* reply;
 };
 
 /* A read waiting for its read index and the apply to reach it. */
@@ -120,6 +128,8 @@ struct node {
     struct node_write* writes; /* FIFO by index */
     size_t w_head;
     size_t w_count;
+    struct node_proposal props[NODE_PROPOSAL_BATCH]; /* this round's */
+    size_t n_props;
     struct node_read* reads; /* FIFO by context */
     size_t r_head;
     size_t r_count;
@@ -205,6 +215,9 @@ void node_read_states(struct node* n,
 void node_serve_reads(struct node* n);
 void node_expire_requests(struct node* n);
 void node_fail_writes(struct node* n, int status, const char* why);
+/** Proposes the writes gathered this round in one batch; answers them on
+ * failure. */
+void node_flush_proposals(struct node* n);
 void node_fail_all(struct node* n);
 
 /* node_admin.c */
