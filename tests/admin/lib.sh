@@ -12,14 +12,19 @@ CTL="$BIN/skeinctl"
 T_DIR=$(mktemp -d /tmp/skein-ctl.XXXXXX)
 
 t_cleanup() {
-    local d f
+    local rc=$? d f
     for d in "$T_DIR"/*/; do
         [ -f "$d/cluster.conf" ] && "$CTL" cluster stop --data "$d" --grace 3 >/dev/null 2>&1 || true
         for f in "$d"/node-*.pid; do
             [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
         done
     done
-    if [ "${T_KEEP:-0}" = 1 ]; then echo "kept $T_DIR"; else rm -rf "$T_DIR"; fi
+    # A failed run keeps its directory (histories, node logs) for a look.
+    if [ "${T_KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
+        echo "kept $T_DIR"
+    else
+        rm -rf "$T_DIR"
+    fi
 }
 trap t_cleanup EXIT
 
