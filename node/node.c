@@ -179,6 +179,8 @@ void node_fill_leader_hint(struct node* n, Skein__ClientResponse* resp) {
     if (leader == 0) {
         return;
     }
+    resp->has_leader_known = 1;
+    resp->leader_known = 1;
     resp->has_leader_hint = 1;
     resp->leader_hint = codec_node_id(leader);
     if (resp->leader_hint == n->cfg.id) {

@@ -33,6 +33,8 @@ static void admin_reply_status(struct node* n,
     resp.status = (Skein__ClientResponse__Status)status;
     resp.error = (char*)error;
     if (leader != 0) {
+        resp.has_leader_known = 1;
+        resp.leader_known = 1;
         resp.has_leader_hint = 1;
         resp.leader_hint = codec_node_id(leader);
     }
@@ -205,6 +207,8 @@ static void fill_status(struct node* n,
     s->has_term = 1;
     s->term = raft_current_term(n->raft);
     if (leader != 0) {
+        s->has_leader_known = 1;
+        s->leader_known = 1;
         s->has_leader_id = 1;
         s->leader_id = codec_node_id(leader);
     }

@@ -191,6 +191,8 @@ static void reply_forward_failure(struct node* n,
         resp.status = (Skein__ClientResponse__Status)status;
         resp.error = (char*)why;
         if (leader != 0) {
+            resp.has_leader_known = 1;
+            resp.leader_known = 1;
             resp.has_leader_hint = 1;
             resp.leader_hint = codec_node_id(leader);
         }

@@ -474,9 +474,10 @@ int main(int argc, char** argv) {
     }
     fprintf(stderr, "skein-node %llu: stopping (signal %d)\n",
             (unsigned long long)o.cfg.id, sig);
+    /* The gateway first: requests in flight finish against a live node. */
+    gw_stop(gw);
     node_request_stop(n);
     node_join(n);
-    gw_stop(gw);
     nng_fini(); /* nng's own threads and caches, so leak checks stay clean */
     return 0;
 }

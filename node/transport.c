@@ -34,7 +34,10 @@ struct channel;
 struct slot {
     struct channel* ch;
     nng_ctx ctx;
-    nng_aio* aio;
+    nng_aio* aio;      /* delay and send (a timed send) */
+    nng_aio* recv_aio; /* the reply: its own aio, because nng 1.5.2 may fail
+                          the operation after a timed one on the same aio
+                          at once with a stale ETIMEDOUT */
     int state;         /* enum slot_state */
     nng_msg* delayed;  /* SLOT_DELAY: the message to send after the wait */
     uint64_t cookie;   /* caller's tag for the request in this slot */
@@ -205,10 +208,20 @@ static void slot_next(struct slot* s) {
     s->state = SLOT_IDLE;
 }
 
+static void slot_cb_common(struct slot* s, int rv);
+
 static void slot_cb(void* arg) {
     struct slot* s = arg;
+    slot_cb_common(s, nng_aio_result(s->aio));
+}
+
+static void slot_recv_cb(void* arg) {
+    struct slot* s = arg;
+    slot_cb_common(s, nng_aio_result(s->recv_aio));
+}
+
+static void slot_cb_common(struct slot* s, int rv) {
     struct transport* t = s->ch->peer->t;
-    int rv = nng_aio_result(s->aio);
     nng_msg* msg;
 
     pthread_mutex_lock(&t->mu);
@@ -235,8 +248,9 @@ static void slot_cb(void* arg) {
                 break;
             }
             s->state = SLOT_RECV;
-            nng_aio_set_timeout(s->aio, (nng_duration)slot_timeout(s, false));
-            nng_ctx_recv(s->ctx, s->aio);
+            nng_aio_set_timeout(s->recv_aio,
+                                (nng_duration)slot_timeout(s, false));
+            nng_ctx_recv(s->ctx, s->recv_aio);
             break;
         case SLOT_RECV:
             if (rv != 0) {
@@ -244,7 +258,7 @@ static void slot_cb(void* arg) {
                 slot_next(s);
                 break;
             }
-            msg = nng_aio_get_msg(s->aio);
+            msg = nng_aio_get_msg(s->recv_aio);
             if (s->want_reply && !t->closing) {
                 struct transport_event* ev = new_event(TRANSPORT_EV_REPLY);
                 if (ev != NULL) {
@@ -302,7 +316,8 @@ static int channel_open(struct channel* ch, const char* url) {
         struct slot* s = &ch->slots[i];
         s->ch = ch;
         if ((rv = nng_ctx_open(&s->ctx, ch->sock)) != 0 ||
-            (rv = nng_aio_alloc(&s->aio, slot_cb, s)) != 0) {
+            (rv = nng_aio_alloc(&s->aio, slot_cb, s)) != 0 ||
+            (rv = nng_aio_alloc(&s->recv_aio, slot_recv_cb, s)) != 0) {
             return rv;
         }
     }
@@ -316,6 +331,9 @@ static void channel_close(struct channel* ch) {
     for (uint32_t i = 0; ch->slots != NULL && i < ch->n_slots; i++) {
         if (ch->slots[i].aio != NULL) {
             nng_aio_stop(ch->slots[i].aio);
+        }
+        if (ch->slots[i].recv_aio != NULL) {
+            nng_aio_stop(ch->slots[i].recv_aio);
         }
     }
     nng_close(ch->sock);
@@ -331,6 +349,9 @@ static void channel_close(struct channel* ch) {
                 nng_msg_free(m);
             }
             nng_aio_free(s->aio);
+        }
+        if (s->recv_aio != NULL) {
+            nng_aio_free(s->recv_aio);
         }
     }
     while (ch->queue != NULL && ch->q_count > 0) {
