@@ -22,10 +22,10 @@
 #define NODE_LAG_HEALTHY       100
 #define NODE_FAILURES_DESYNCED 10
 
-static void admin_reply_status(struct node* n,
-                               struct transport_server_ctx* reply,
-                               int status,
-                               const char* error) {
+void node_reply_admin_status(struct node* n,
+                             struct transport_server_ctx* reply,
+                             int status,
+                             const char* error) {
     Skein__AdminResponse resp = SKEIN__ADMIN_RESPONSE__INIT;
     raft_node_id leader = raft_leader(n->raft);
 
@@ -268,7 +268,7 @@ static void handle_status(struct node* n, struct transport_server_ctx* reply) {
     struct status_buffers* b = calloc(1, sizeof(*b));
 
     if (b == NULL) {
-        admin_reply_status(n, reply, ST(INTERNAL), "out of memory");
+        node_reply_admin_status(n, reply, ST(INTERNAL), "out of memory");
         return;
     }
     fill_status(n, &s, b);
@@ -325,13 +325,13 @@ static void handle_member_add(struct node* n,
     int rv;
 
     if (raft_role(n->raft) != RAFT_LEADER) {
-        admin_reply_status(n, reply, ST(NOT_LEADER), "not the leader");
+        node_reply_admin_status(n, reply, ST(NOT_LEADER), "not the leader");
         return;
     }
     if (!req->has_id || req->address == NULL ||
         strncmp(req->address, "tcp://", 6) != 0 || req->id >= UINT64_MAX - 1) {
-        admin_reply_status(n, reply, ST(BAD_REQUEST),
-                           "member needs an id and a tcp:// address");
+        node_reply_admin_status(n, reply, ST(BAD_REQUEST),
+                                "member needs an id and a tcp:// address");
         return;
     }
     len = build_address_book(n, req->id, req->address, req->http_address, book,
@@ -339,7 +339,8 @@ static void handle_member_add(struct node* n,
     rv = raft_change_conf_ctx(n->raft, RAFT_CONF_ADD_LEARNER,
                               codec_core_id(req->id), book, len, NULL);
     if (rv != RAFT_OK) {
-        admin_reply_status(n, reply, status_of_raft(rv), raft_strerror(rv));
+        node_reply_admin_status(n, reply, status_of_raft(rv),
+                                raft_strerror(rv));
         return;
     }
     node_add_peer(n, req->id, req->address, req->http_address);
@@ -360,14 +361,15 @@ static void handle_member_remove(struct node* n,
     int rv;
 
     if (!req->has_id) {
-        admin_reply_status(n, reply, ST(BAD_REQUEST), "member id missing");
+        node_reply_admin_status(n, reply, ST(BAD_REQUEST), "member id missing");
         return;
     }
     len = build_address_book(n, UINT64_MAX, NULL, NULL, book, sizeof(book));
     rv = raft_change_conf_ctx(n->raft, RAFT_CONF_REMOVE, codec_core_id(req->id),
                               book, len, NULL);
     if (rv != RAFT_OK) {
-        admin_reply_status(n, reply, status_of_raft(rv), raft_strerror(rv));
+        node_reply_admin_status(n, reply, status_of_raft(rv),
+                                raft_strerror(rv));
         return;
     }
     reply_configuration(n, reply);
@@ -404,12 +406,12 @@ static void handle_transfer(struct node* n,
     int rv;
 
     if (!req->has_to) {
-        admin_reply_status(n, reply, ST(BAD_REQUEST), "target missing");
+        node_reply_admin_status(n, reply, ST(BAD_REQUEST), "target missing");
         return;
     }
     rv = raft_transfer_leader(n->raft, codec_core_id(req->to));
-    admin_reply_status(n, reply, status_of_raft(rv),
-                       rv == RAFT_OK ? NULL : raft_strerror(rv));
+    node_reply_admin_status(n, reply, status_of_raft(rv),
+                            rv == RAFT_OK ? NULL : raft_strerror(rv));
 }
 
 static void handle_force_resync(struct node* n,
@@ -421,7 +423,7 @@ static void handle_force_resync(struct node* n,
     int rv;
 
     if (!req->has_target) {
-        admin_reply_status(n, reply, ST(BAD_REQUEST), "target missing");
+        node_reply_admin_status(n, reply, ST(BAD_REQUEST), "target missing");
         return;
     }
     rv = raft_send_snapshot(n->raft, codec_core_id(req->target));
@@ -434,7 +436,8 @@ static void handle_force_resync(struct node* n,
         }
     }
     if (rv == RAFT_ENOTLEADER || rv == RAFT_ENOTFOUND) {
-        admin_reply_status(n, reply, status_of_raft(rv), raft_strerror(rv));
+        node_reply_admin_status(n, reply, status_of_raft(rv),
+                                raft_strerror(rv));
         return;
     }
     snprintf(msg, sizeof(msg), "%s",
@@ -455,21 +458,22 @@ static void handle_fault(struct node* n,
                          struct transport_server_ctx* reply,
                          const Skein__FaultInjectRequest* req) {
     if (!n->cfg.fault_injection) {
-        admin_reply_status(n, reply, ST(BAD_REQUEST),
-                           "fault injection is disabled: start the node with "
-                           "--enable-fault-injection");
+        node_reply_admin_status(
+            n, reply, ST(BAD_REQUEST),
+            "fault injection is disabled: start the node with "
+            "--enable-fault-injection");
         return;
     }
     if (req->has_drop_probability &&
         (req->drop_probability < 0 || req->drop_probability > 1)) {
-        admin_reply_status(n, reply, ST(BAD_REQUEST),
-                           "drop_probability must be within [0, 1]");
+        node_reply_admin_status(n, reply, ST(BAD_REQUEST),
+                                "drop_probability must be within [0, 1]");
         return;
     }
     transport_set_fault(n->tr, req->has_peer ? req->peer : 0,
                         req->partition ? 1.0 : req->drop_probability,
                         req->delay_ms, req->jitter_ms, req->clear);
-    admin_reply_status(n, reply, ST(OK), NULL);
+    node_reply_admin_status(n, reply, ST(OK), NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -500,14 +504,14 @@ static void handle_snapshot_read(struct node* n,
         if (kv_snapshot_create(n->kv, path, &n->backup_info, err) != STORE_OK ||
             kv_snapshot_reader_open(path, &n->backup_reader, NULL, err) !=
                 STORE_OK) {
-            admin_reply_status(n, reply, ST(INTERNAL), err);
+            node_reply_admin_status(n, reply, ST(INTERNAL), err);
             return;
         }
         n->rng = n->rng * 6364136223846793005ULL + 1442695040888963407ULL;
         n->backup_id = (n->rng >> 1) | 1;
     } else if (n->backup_reader == NULL || req->snapshot_id != n->backup_id) {
-        admin_reply_status(n, reply, ST(NOT_FOUND),
-                           "unknown or expired snapshot id");
+        node_reply_admin_status(n, reply, ST(NOT_FOUND),
+                                "unknown or expired snapshot id");
         return;
     }
     n->backup_used_ms = node_now_ms();
@@ -516,7 +520,7 @@ static void handle_snapshot_read(struct node* n,
         kv_snapshot_reader_read(n->backup_reader, req->offset, buf, max, &got,
                                 &done) != STORE_OK) {
         free(buf);
-        admin_reply_status(n, reply, ST(NOT_FOUND), "offset past the end");
+        node_reply_admin_status(n, reply, ST(NOT_FOUND), "offset past the end");
         return;
     }
     memset(&conf, 0, sizeof(conf));
@@ -594,12 +598,14 @@ void node_handle_admin(struct node* n, struct transport_event* ev) {
             handle_snapshot_read(n, reply, req->snapshot_read);
             break;
         case SKEIN__ADMIN_REQUEST__OP_SNAPSHOT_WRITE:
-            admin_reply_status(n, reply, ST(BAD_REQUEST),
-                               "restoring a snapshot into a running cluster "
-                               "is not supported yet");
+            node_reply_admin_status(
+                n, reply, ST(BAD_REQUEST),
+                "restoring a snapshot into a running cluster "
+                "is not supported yet");
             break;
         default:
-            admin_reply_status(n, reply, ST(BAD_REQUEST), "unknown operation");
+            node_reply_admin_status(n, reply, ST(BAD_REQUEST),
+                                    "unknown operation");
             break;
     }
 }

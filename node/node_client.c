@@ -185,18 +185,7 @@ static void reply_forward_failure(struct node* n,
                                   int status,
                                   const char* why) {
     if (admin) {
-        Skein__AdminResponse resp = SKEIN__ADMIN_RESPONSE__INIT;
-        raft_node_id leader = raft_leader(n->raft);
-        resp.has_status = 1;
-        resp.status = (Skein__ClientResponse__Status)status;
-        resp.error = (char*)why;
-        if (leader != 0) {
-            resp.has_leader_known = 1;
-            resp.leader_known = 1;
-            resp.has_leader_hint = 1;
-            resp.leader_hint = codec_node_id(leader);
-        }
-        node_reply_admin(reply, &resp);
+        node_reply_admin_status(n, reply, status, why);
     } else {
         reply_status(n, reply, NULL, status, why);
     }

@@ -221,6 +221,11 @@ void node_flush_proposals(struct node* n);
 void node_fail_all(struct node* n);
 
 /* node_admin.c */
+/** Answers an admin request with a status (and the leader, if known). */
+void node_reply_admin_status(struct node* n,
+                             struct transport_server_ctx* reply,
+                             int status,
+                             const char* error);
 void node_learn_addresses(struct node* n, const uint8_t* data, size_t len);
 void node_handle_admin(struct node* n, struct transport_event* ev);
 void node_maybe_promote(struct node* n);
