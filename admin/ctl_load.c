@@ -540,8 +540,9 @@ static int ctl_read_result(struct ctl_engine* e, struct ctl_slot* s) {
         }
     }
     if (rv != 0) {
-        snprintf(s->error, sizeof s->error, "HTTP %ld with an unexpected body",
-                 s->http);
+        snprintf(s->error, sizeof s->error,
+                 "HTTP %ld with an unexpected body (%zu bytes): %.100s",
+                 s->http, s->resp_len, s->resp != NULL ? s->resp : "");
     }
     json_decref(doc);
     return rv;
