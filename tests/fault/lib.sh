@@ -56,7 +56,7 @@ declare -A F_ARGS=()   # node id -> extra flags it was started with
 declare -A F_PAUSED=() # node id -> 1 while SIGSTOPped
 F_FLAGS=()             # flags given to every node of this cluster
 F_T0=$SECONDS
-F_NAME=$(basename "$0" .sh)
+F_NAME=$(basename "$0" .sh); F_NAME=${F_NAME#sc_}
 F_CHECKS=0
 
 # ---------------------------------------------------------------- output
@@ -303,12 +303,10 @@ f_wait_up() {
 # F_STATUS_TIMEOUT s, default 2); prints "ID LINE" lines (LINE empty when
 # the node did not answer) and records every answer in $F_DIR/obs.
 f_poll() {
-    local i targets=() out now
+    local i targets=()
     for i in "$@"; do targets+=("$i=$(f_url "$i")"); done
-    out=$(ip netns exec "$F_CL" "$BIN/skein-probe" status -t $((${F_STATUS_TIMEOUT:-2} * 1000)) "${targets[@]}")
-    now=$(f_now_ms)
-    echo "$out" | awk -v t="$now" 'NF > 1 { $1 = t; print }' >>"$F_DIR/obs"
-    echo "$out"
+    ip netns exec "$F_CL" "$BIN/skein-probe" status -t $((${F_STATUS_TIMEOUT:-2} * 1000)) \
+        -o "$F_DIR/obs" "${targets[@]}"
 }
 
 # f_leader IDS...: the node among IDS that reports itself leader in the
@@ -803,7 +801,7 @@ f_kill() {
     kill -0 "$p" 2>/dev/null && f_fail "node $i (pid $p) survived kill -9"
     F_PID[$i]=""
     F_PAUSED[$i]=""
-    [ -z "$(f_status "$i")" ] || f_fail "node $i still answers after kill -9"
+    [ -z "$(F_STATUS_TIMEOUT=1 f_status "$i")" ] || f_fail "node $i still answers after kill -9"
     f_ok "node $i killed (-9)"
 }
 

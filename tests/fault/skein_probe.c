@@ -4,15 +4,17 @@
  * that watching a 7-node cluster ten times a second does not load the
  * machine it watches.
  *
- *   skein-probe status [-t MS] ID=URL...
+ *   skein-probe status [-t MS] [-o FILE] ID=URL...
  *       asks every node for its status in parallel (each within MS, default
  *       2000) and prints one line per node, in argument order:
  *       "ID node_id=.. role=.. term=.. ..." (the fields of skein-wire's
- *       status line), or just "ID" when the node did not answer.
+ *       status line), or just "ID" when the node did not answer; with -o
+ *       also appends "EPOCH_MS node_id=.. ..." to FILE for every answer.
  *   skein-probe observe [-i MS] [-t MS] -o FILE -m MEMBERS -s STOPFILE
- *       polls every node listed in MEMBERS (lines "ID=URL", re-read every
- *       round) every MS (default 100) until STOPFILE exists; appends
- *       "EPOCH_MS node_id=.. role=.. ..." to FILE for every answer.
+ *       polls every node listed in MEMBERS (lines "ID=URL"; new lines are
+ *       picked up) every MS (default 100), each node from its own thread,
+ *       until STOPFILE exists; appends "EPOCH_MS node_id=.. role=.. ..." to
+ *       FILE for every answer, EPOCH_MS being when the answer arrived.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +39,7 @@ struct target {
     nng_socket sock;
     bool open;
     char line[LINE_MAX_LEN]; /* last answer, "" if none */
+    uint64_t at_ms;          /* when it arrived */
 };
 
 static int timeout_ms = 2000;
@@ -121,6 +124,7 @@ static void* poll_one(void* arg) {
         env->admin_response->result_case ==
             SKEIN__ADMIN_RESPONSE__RESULT_NODE_STATUS) {
         format_status(env->admin_response->node_status, t->line);
+        t->at_ms = now_ms();
     }
     skein__envelope__free_unpacked(env, NULL);
     return NULL;
@@ -155,10 +159,13 @@ static int parse_target(const char* arg, struct target* t) {
 
 static int cmd_status(int argc, char** argv) {
     static struct target ts[MAX_NODES];
+    const char* log = NULL;
     int n = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) {
             timeout_ms = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
+            log = argv[++i];
         } else if (n < MAX_NODES && parse_target(argv[i], &ts[n]) == 0) {
             n++;
         } else {
@@ -171,46 +178,87 @@ static int cmd_status(int argc, char** argv) {
     for (int i = 0; i < n; i++) {
         printf("%s%s%s\n", ts[i].id, ts[i].line[0] ? " " : "", ts[i].line);
     }
+    if (log != NULL) {
+        FILE* f = fopen(log, "a");
+        for (int i = 0; f != NULL && i < n; i++) {
+            if (ts[i].line[0] != '\0') {
+                fprintf(f, "%" PRIu64 " %s\n", ts[i].at_ms, ts[i].line);
+            }
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
     return 0;
 }
 
-/* Reads MEMBERS ("ID=URL" lines); keeps the sockets of known targets. */
-static int load_members(const char* path, struct target* ts, int n) {
-    static struct target fresh[MAX_NODES];
+/* One observer thread per node: its own loop, so that a dead or stopped
+ * node (each request then waits for its timeout) never delays the samples
+ * of the others; each line carries the time its answer arrived. */
+struct watcher {
+    struct target t;
+    FILE* out;
+    const char* stop;
+    int interval;
+};
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void* watch(void* arg) {
+    struct watcher* w = arg;
+    while (access(w->stop, F_OK) != 0) {
+        uint64_t t0 = now_ms(), spent;
+        poll_one(&w->t);
+        if (w->t.line[0] != '\0') {
+            pthread_mutex_lock(&out_mu);
+            fprintf(w->out, "%" PRIu64 " %s\n", now_ms(), w->t.line);
+            pthread_mutex_unlock(&out_mu);
+        }
+        spent = now_ms() - t0;
+        if (spent < (uint64_t)w->interval) {
+            usleep((useconds_t)((uint64_t)w->interval - spent) * 1000u);
+        }
+    }
+    return NULL;
+}
+
+/* Starts a watcher for every "ID=URL" line of MEMBERS not watched yet. */
+static int load_members(const char* path, struct watcher* ws, int n,
+                        FILE* out, const char* stop, int interval) {
     char buf[512];
-    int m = 0;
     FILE* f = fopen(path, "r");
+    pthread_t th;
 
     if (f == NULL) {
         return n;
     }
-    while (m < MAX_NODES && fgets(buf, sizeof(buf), f) != NULL) {
+    while (n < MAX_NODES && fgets(buf, sizeof(buf), f) != NULL) {
+        struct target t;
+        bool known = false;
         buf[strcspn(buf, "\r\n")] = '\0';
-        if (buf[0] == '\0' || parse_target(buf, &fresh[m]) != 0) {
+        if (buf[0] == '\0' || parse_target(buf, &t) != 0) {
             continue;
         }
         for (int i = 0; i < n; i++) {
-            if (ts[i].open && strcmp(ts[i].id, fresh[m].id) == 0 &&
-                strcmp(ts[i].url, fresh[m].url) == 0) {
-                fresh[m].sock = ts[i].sock;
-                fresh[m].open = true;
-                ts[i].open = false;
-            }
+            known = known || strcmp(ws[i].t.id, t.id) == 0;
         }
-        m++;
+        if (known) {
+            continue;
+        }
+        ws[n].t = t;
+        ws[n].out = out;
+        ws[n].stop = stop;
+        ws[n].interval = interval;
+        if (pthread_create(&th, NULL, watch, &ws[n]) == 0) {
+            pthread_detach(th);
+            n++;
+        }
     }
     fclose(f);
-    for (int i = 0; i < n; i++) {
-        if (ts[i].open) {
-            nng_close(ts[i].sock);
-        }
-    }
-    memcpy(ts, fresh, sizeof(fresh[0]) * (size_t)m);
-    return m;
+    return n;
 }
 
 static int cmd_observe(int argc, char** argv) {
-    static struct target ts[MAX_NODES];
+    static struct watcher ws[MAX_NODES];
     const char *out = NULL, *members = NULL, *stop = NULL;
     int interval = 100, n = 0;
     FILE* f;
@@ -239,19 +287,11 @@ static int cmd_observe(int argc, char** argv) {
     setvbuf(f, NULL, _IOLBF, 0);
     build_request();
     while (access(stop, F_OK) != 0) {
-        uint64_t t0 = now_ms(), spent;
-        n = load_members(members, ts, n);
-        poll_all(ts, n);
-        for (int i = 0; i < n; i++) {
-            if (ts[i].line[0] != '\0') {
-                fprintf(f, "%" PRIu64 " %s\n", now_ms(), ts[i].line);
-            }
-        }
-        spent = now_ms() - t0;
-        if (spent < (uint64_t)interval) {
-            usleep((useconds_t)((uint64_t)interval - spent) * 1000u);
-        }
+        n = load_members(members, ws, n, f, stop, interval);
+        usleep(200 * 1000);
     }
+    usleep((useconds_t)(timeout_ms + interval) * 1000u); /* watchers end */
+    pthread_mutex_lock(&out_mu);
     fclose(f);
     return 0;
 }
@@ -264,7 +304,7 @@ int main(int argc, char** argv) {
         return cmd_observe(argc - 2, argv + 2);
     }
     fprintf(stderr,
-            "usage: skein-probe status [-t MS] ID=URL...\n"
+            "usage: skein-probe status [-t MS] [-o FILE] ID=URL...\n"
             "       skein-probe observe [-i MS] [-t MS] -o FILE -m MEMBERS "
             "-s STOPFILE\n");
     return 2;
