@@ -859,6 +859,10 @@ int node_start(const struct node_config* cfg,
     n->start_ms = node_now_ms();
     n->upload_fd = -1;
     n->rng = node_wall_ms() ^ cfg->id;
+    /* Read contexts must not repeat across restarts: an answer the leader
+     * sent to the previous incarnation could otherwise release a new read
+     * at an older index (a stale read). */
+    n->next_read_ctx = (node_wall_ms() << 20) ^ ((uint64_t)getpid() << 4);
     snprintf(n->inproc_url, sizeof(n->inproc_url), "inproc://skein-%llu",
              (unsigned long long)cfg->id);
     snprintf(n->snap_dir, sizeof(n->snap_dir), "%s/snapshots", cfg->data_dir);
