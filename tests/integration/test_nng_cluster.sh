@@ -76,4 +76,13 @@ while read -r id; do
 done <"$T_DIR/acked-ids"
 [ "$(t_status_field "$follower" snapshots_applied)" -ge 1 ] ||
     t_fail "the wiped follower caught up without a snapshot (first index $(t_status_field "$newleader" first))"
+t_log "garbage from the network: dropped and counted, never a crash"
+for k in $(seq 1 20); do
+    head -c $((RANDOM % 4000 + 1)) /dev/urandom >"$T_DIR/garbage.bin"
+    timeout 5 nngcat --req --dial "$(t_nng_url "$newleader")" \
+        --file "$T_DIR/garbage.bin" --raw --recv-timeout 2 >/dev/null 2>&1 || true
+done
+kill -0 "$(cat "$T_DIR/node-$newleader.pid")" || t_fail "garbage killed node $newleader"
+t_wire_settled "$newleader" create garbage-after ok | grep '^status=OK' >/dev/null ||
+    t_fail "node $newleader stopped serving after garbage"
 t_log "PASS"
