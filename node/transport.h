@@ -79,6 +79,7 @@ struct transport_stats {
     uint64_t send_failures;   /* requests that failed or timed out */
     uint64_t queue_drops;     /* dropped: a peer's queue was full */
     uint64_t fault_drops;     /* dropped by fault injection */
+    uint64_t coalesced;       /* raft RPCs sent inside another's batch */
 };
 
 /**
