@@ -10,6 +10,8 @@
  * Module layout:
  *   sim_rng.c    PRNG (xoshiro256** seeded by splitmix64)
  *   sim_kv.c     the state machine: a register per key
+ *   sim_rkv.c    --real-kv: the real state machine (storage/kv_state.h on
+ *                LMDB, snapshots of storage/kv_snapshot.h) instead
  *   sim_net.c    messages in flight, delays, drops, partitions
  *   sim_node.c   the driver of one core: ready batches, disk, crash/restart
  *   sim_check.c  safety invariants and the global history
@@ -62,6 +64,23 @@ bool sim_rng_chance(struct sim_rng* rng, uint32_t bp);
 
 /* --- state machine (sim_kv.c) ------------------------------------------ */
 
+/** --real-kv: the counters of a real state (struct kv_stats) at one index. */
+struct sim_rk_stats {
+    raft_index index;      /* applied index */
+    raft_term term;        /* applied term */
+    uint64_t seq;          /* last seq assigned */
+    uint64_t count;        /* live entries */
+    uint64_t hash;         /* order-independent state hash */
+    raft_index conf_index; /* last CONF entry applied */
+};
+
+/** --real-kv: bytes shared by reference (a snapshot file's contents). */
+struct sim_blob {
+    size_t refs;    /* owners; freed when it drops to 0 */
+    size_t size;    /* bytes at data */
+    uint8_t data[]; /* the bytes */
+};
+
 /** One register: the write that set it and the log index of that write. */
 struct sim_kv_slot {
     uint64_t write_id; /* 0 = never written */
@@ -77,6 +96,9 @@ struct sim_kv {
 struct sim_snap {
     struct raft_snapshot_meta meta; /* index 0 = none */
     struct sim_kv kv;               /* state at meta.index */
+    struct sim_blob* blob;          /* --real-kv: the kv snapshot file, one
+                                       reference owned by this copy */
+    struct sim_rk_stats rk;         /* --real-kv: its counters */
 };
 
 /** A decoded client write. */
@@ -178,6 +200,10 @@ struct sim_node {
     struct raft_storage view;             /* the core's view of mem */
     struct sim_kv kv;                     /* state machine */
     raft_index applied;                   /* state machine applied index */
+    struct kv_state* rk;                  /* --real-kv: the open state */
+    raft_index handed;                    /* --real-kv: last index the core
+                                             handed out (<= applied after a
+                                             restart that re-hands) */
     struct sim_snap snap;                 /* saved snapshot, durable */
     bool has_incoming;                    /* a snapshot message was received */
     struct sim_snap incoming;             /* its data, until installed */
@@ -215,13 +241,17 @@ bool sim_node_is_live(const struct sim_node* n);
 
 /** What the simulation knows about one log index. */
 struct sim_hist_ent {
-    raft_term term;        /* term of the applied/committed entry, 0 = none */
-    uint64_t data_hash;    /* hash of the entry applied there */
-    uint64_t state_hash;   /* state machine hash after applying it */
-    bool applied;          /* some node applied it (defines the history) */
-    bool committed;        /* some node reported it committed */
-    raft_term commit_term; /* lowest term in which it was seen committed */
-    raft_term ack_term;    /* acknowledged in this term, 0 = not acked */
+    raft_term term;         /* term of the applied/committed entry, 0 = none */
+    uint64_t data_hash;     /* hash of the entry applied there */
+    uint64_t state_hash;    /* state machine hash after applying it */
+    bool applied;           /* some node applied it (defines the history) */
+    bool committed;         /* some node reported it committed */
+    raft_term commit_term;  /* lowest term in which it was seen committed */
+    raft_term ack_term;     /* acknowledged in this term, 0 = not acked */
+    bool rk_known;          /* --real-kv: some node reported rk here */
+    struct sim_rk_stats rk; /* --real-kv: state counters at this index */
+    bool rk_result_known;   /* --real-kv: some node applied the entry here */
+    uint64_t rk_result;     /* --real-kv: digest of that apply's result */
 };
 
 /** One (index, term) ever written to a store: for log matching. */
@@ -276,6 +306,7 @@ struct sim_write {
     uint64_t incarnation; /* of that node */
     raft_index index;     /* index it got */
     raft_term term;       /* term it got */
+    uint32_t cmd;         /* --real-kv: index in the command table */
 };
 
 /** A linearizable read in progress. */
@@ -288,6 +319,8 @@ struct sim_read {
     uint64_t invoked_at;  /* tick */
     bool has_index;       /* the core gave the read index */
     raft_index index;     /* serve once applied >= index */
+    uint64_t min_seq;     /* --real-kv: seq of the latest write to the entry
+                             acknowledged at invoke (key = entry number) */
 };
 
 /** Client activity for one step (writes, reads, conf, transfers). */
@@ -384,6 +417,7 @@ struct sim_opts {
     int mutant;     /* enum raft_mutant */
     bool trace;     /* print every event */
     bool quiet;     /* no header, summary only (--seeds) */
+    bool real_kv;   /* --real-kv: the real state machine (sim_rkv.c) */
 };
 
 /** The whole simulation. */
@@ -418,8 +452,83 @@ struct sim {
     struct sim_stats stats;                  /* counters */
     jmp_buf fail_jmp;                        /* sim_fail jumps here */
     bool failed;                             /* a check failed */
-    bool bench; /* benchmark: no checks, no state machine */
+    bool bench;         /* benchmark: no checks, no state machine */
+    struct sim_rkv* rk; /* --real-kv state (sim_rkv.c), NULL otherwise */
 };
+
+/* --- the real state machine, --real-kv (sim_rkv.c) ----------------------- */
+
+/*
+ * In --real-kv mode every node's state machine is a struct kv_state (LMDB,
+ * `fast` durability, small map) in a per-run temporary directory (under
+ * /dev/shm when it exists), removed when the run ends, fails or is
+ * interrupted. Client writes are packed skein.Command entries; snapshots
+ * are kv snapshot files, installed through the chunked writer or
+ * kv_snapshot_install_file. A crash is a process crash for the state:
+ * every committed LMDB transaction survives, and the node restarts with
+ * applied = the state's applied index (store_recover.c semantics).
+ */
+
+struct kv_state;
+struct sim_rkv;
+
+/** Returns a new blob of `size` bytes with one reference, never NULL. */
+struct sim_blob* sim_blob_new(size_t size);
+/** Adds a reference to b (may be NULL) and returns it. */
+struct sim_blob* sim_blob_retain(struct sim_blob* b);
+/** Drops a reference to b (may be NULL), freeing it with the last one. */
+void sim_blob_release(struct sim_blob* b);
+
+/** Draws the real-kv parameters (own PRNG stream) and allocates s->rk. */
+void sim_rkv_params(struct sim* s);
+/** Prints the real-kv parameter line of the header. */
+void sim_rkv_print_params(const struct sim* s);
+/** Creates the run directory and every node's directory. */
+void sim_rkv_init(struct sim* s);
+/** Closes every state, removes the run directory and frees s->rk. */
+void sim_rkv_close(struct sim* s);
+/**
+ * Opens n's state before its core starts and reconciles it with the log
+ * (store_recover.c): sets start->applied, raises the commit index to the
+ * state's applied index, sets n->applied and n->handed.
+ */
+void sim_rkv_node_open(struct sim* s,
+                       struct sim_node* n,
+                       struct raft_start_state* start);
+/** A process crash: closes n's state (committed transactions survive). */
+void sim_rkv_node_crash(struct sim* s, struct sim_node* n);
+/** Applies committed entries handed out by n's core, with every check. */
+void sim_rkv_apply(struct sim* s,
+                   struct sim_node* n,
+                   const struct raft_entry* ents,
+                   size_t count);
+/** Writes n's state at n->applied to its snapshot file into snap. */
+void sim_rkv_snapshot(struct sim* s, struct sim_node* n, struct sim_snap* snap);
+/** Installs n->incoming into n's state (meta already checked). */
+void sim_rkv_install(struct sim* s,
+                     struct sim_node* n,
+                     const struct raft_snapshot_meta* meta);
+/** Checks a snapshot's counters against the history at its index. */
+void sim_rkv_check_snapshot(struct sim* s,
+                            struct sim_node* n,
+                            const struct sim_snap* snap,
+                            const char* what);
+/** Proposes `count` client commands on n. Returns the raft error code. */
+int sim_rkv_client_write(struct sim* s, struct sim_node* n, size_t count);
+/** Fills a new read's entry and floor; false if there is nothing to read. */
+bool sim_rkv_read_pick(struct sim* s, struct sim_read* r);
+/** Serves read r from n's state and checks it against the history. */
+void sim_rkv_serve(struct sim* s, struct sim_node* n, const struct sim_read* r);
+/** True when a and b report the same applied index. */
+bool sim_rkv_same_applied(struct sim* s,
+                          struct sim_node* a,
+                          struct sim_node* b);
+/** Low 16 bits of n's state hash (liveness report). */
+uint64_t sim_rkv_hash16(struct sim* s, struct sim_node* n);
+/** End of the liveness phase: every node's kv_stats equal, kv_verify. */
+void sim_rkv_final_check(struct sim* s);
+/** Prints the real-kv counters (appended to the summary line). */
+void sim_rkv_print_summary(const struct sim* s);
 
 /** Advances the simulation by one tick (faults unless in liveness). */
 void sim_step(struct sim* s);

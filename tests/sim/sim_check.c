@@ -261,6 +261,9 @@ void sim_check_snapshot(struct sim* s,
                  (unsigned long long)snap->meta.term, what,
                  (unsigned long long)h->term);
     }
+    if (s->rk != NULL) {
+        sim_rkv_check_snapshot(s, n, snap, what);
+    }
 }
 
 /* --- leaders -------------------------------------------------------------- */

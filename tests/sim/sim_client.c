@@ -43,6 +43,9 @@ static struct sim_node* sim_random_node(struct sim* s) {
 }
 
 int sim_client_write(struct sim* s, struct sim_node* n, size_t count) {
+    if (s->rk != NULL) {
+        return sim_rkv_client_write(s, n, count);
+    }
     uint8_t bufs[4][SIM_WRITE_HDR + SIM_PAD_MAX];
     const uint8_t* data[4] = {NULL, NULL, NULL, NULL};
     uint32_t lens[4] = {0, 0, 0, 0};
@@ -154,13 +157,19 @@ static void sim_client_read(struct sim* s, struct sim_node* n) {
         return;
     }
     struct sim_read r = {
-        .context = ++s->next_read_ctx,
         .node = n->id,
         .incarnation = n->incarnation,
-        .key = (uint32_t)sim_rng_below(&s->rng, s->p.keys),
         .invoked_at = s->now,
     };
-    r.min_index = s->acked_max[r.key];
+    if (s->rk != NULL) {
+        if (!sim_rkv_read_pick(s, &r)) {
+            return; /* no entry was ever proposed */
+        }
+    } else {
+        r.key = (uint32_t)sim_rng_below(&s->rng, s->p.keys);
+        r.min_index = s->acked_max[r.key];
+    }
+    r.context = ++s->next_read_ctx;
     if (raft_role(n->core) == RAFT_LEADER &&
         sim_rng_chance(&s->rng, s->p.lease_bp) && raft_lease_valid(n->core)) {
         /* Lease read (thesis §6.4.1): no round trip, the commit index. */
@@ -216,6 +225,10 @@ void sim_clients_read_ready(struct sim* s,
 static void sim_client_serve(struct sim* s,
                              struct sim_node* n,
                              const struct sim_read* r) {
+    if (s->rk != NULL) {
+        sim_rkv_serve(s, n, r);
+        return;
+    }
     const struct sim_kv_slot* sl = &n->kv.slot[r->key];
     if (sl->index < r->min_index) {
         sim_fail(

@@ -1,10 +1,14 @@
 /*
  * sim_main.c - the skein-sim command line.
  *
- *   skein-sim --seed S [--nodes N] [--steps K] [--mutant NAME] [--trace]
- *   skein-sim --seeds A-B [--nodes N] [--steps K] [--mutant NAME]
+ *   skein-sim --seed S [--nodes N] [--steps K] [--mutant NAME] [--real-kv]
+ *             [--trace]
+ *   skein-sim --seeds A-B [--nodes N] [--steps K] [--mutant NAME] [--real-kv]
  *   skein-sim --list-mutants
  *   skein-sim --bench [--entries N]
+ *
+ * --real-kv runs the real state machine (storage/kv_state.h on LMDB, kv
+ * snapshot files) on every node instead of the register map (sim_rkv.c).
  *
  * Exit status: 0 when every check held, 1 when one failed (the FAIL line
  * names seed, step and invariant), 2 on a usage error.
@@ -19,9 +23,9 @@
 static void sim_usage(FILE* f) {
     fprintf(f,
             "usage: skein-sim --seed S [--nodes N] [--steps K] "
-            "[--mutant NAME] [--trace]\n"
+            "[--mutant NAME] [--real-kv] [--trace]\n"
             "       skein-sim --seeds A-B [--nodes N] [--steps K] "
-            "[--mutant NAME]\n"
+            "[--mutant NAME] [--real-kv]\n"
             "       skein-sim --list-mutants\n"
             "       skein-sim --bench [--entries N]\n");
 }
@@ -87,6 +91,8 @@ static bool sim_parse_arg(struct sim_cli* c,
     uint64_t x;
     if (strcmp(a, "--trace") == 0) {
         c->o.trace = true;
+    } else if (strcmp(a, "--real-kv") == 0) {
+        c->o.real_kv = true;
     } else if (strcmp(a, "--list-mutants") == 0) {
         c->list = true;
     } else if (strcmp(a, "--bench") == 0) {
@@ -123,12 +129,13 @@ static int sim_run_range(struct sim_cli* c) {
         c->o.seed = seed;
         if (sim_run(&c->o) != 0) {
             const char* m = raft_mutant_name(c->o.mutant);
-            fprintf(stderr,
-                    "rerun: skein-sim --seed %llu --nodes %u --steps %llu%s%s "
-                    "--trace\n",
-                    (unsigned long long)seed, c->o.nodes,
-                    (unsigned long long)c->o.steps,
-                    c->o.mutant ? " --mutant " : "", c->o.mutant ? m : "");
+            fprintf(
+                stderr,
+                "rerun: skein-sim --seed %llu --nodes %u --steps %llu%s%s%s "
+                "--trace\n",
+                (unsigned long long)seed, c->o.nodes,
+                (unsigned long long)c->o.steps, c->o.mutant ? " --mutant " : "",
+                c->o.mutant ? m : "", c->o.real_kv ? " --real-kv" : "");
             return 1;
         }
         if (seed == c->hi) {

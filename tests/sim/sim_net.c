@@ -45,6 +45,14 @@ static struct sim_msg* sim_msg_copy(const struct raft_message* m) {
     return c;
 }
 
+/* Frees a message and its reference to a snapshot's bytes. */
+static void sim_msg_free(struct sim_msg* c) {
+    if (c != NULL) {
+        sim_blob_release(c->snap.blob);
+        free(c);
+    }
+}
+
 static bool sim_msg_before(const struct sim_msg* a, const struct sim_msg* b) {
     if (a->deliver_at != b->deliver_at) {
         return a->deliver_at < b->deliver_at;
@@ -101,12 +109,12 @@ static struct sim_msg* sim_heap_pop(struct sim_net* net) {
 
 void sim_net_close(struct sim_net* net) {
     for (size_t i = 0; i < net->n; i++) {
-        free(net->heap[i]);
+        sim_msg_free(net->heap[i]);
     }
     for (size_t i = 0; i < net->n_held; i++) {
-        free(net->held[i]);
+        sim_msg_free(net->held[i]);
     }
-    free(net->current);
+    sim_msg_free(net->current);
     free(net->heap);
     free(net->held);
     memset(net, 0, sizeof(*net));
@@ -168,6 +176,7 @@ static void sim_net_enqueue(struct sim* s,
     if (snap != NULL) {
         c->has_snap = true;
         c->snap = *snap;
+        sim_blob_retain(c->snap.blob);
     }
     c->deliver_at =
         s->now + sim_rng_range(&s->rng, s->p.delay_min, s->p.delay_max);
@@ -234,7 +243,9 @@ static bool sim_net_deliver_one(struct sim* s, struct sim_msg* c) {
         return true;
     }
     if (c->m.type == RAFT_MSG_SNAPSHOT && c->has_snap) {
+        sim_blob_release(n->incoming.blob);
         n->incoming = c->snap;
+        sim_blob_retain(n->incoming.blob);
         n->has_incoming = true;
     }
     sim_trace(s,
@@ -282,7 +293,7 @@ void sim_net_deliver(struct sim* s) {
         }
         net->current = NULL;
         if (done) {
-            free(c);
+            sim_msg_free(c);
         } else {
             sim_net_hold(net, c);
         }

@@ -10,6 +10,8 @@
  * (random latency, completions in order); a crash loses whatever did not
  * complete. On restart the state machine is the saved snapshot and the core
  * re-delivers the committed log after it (applied = snapshot index).
+ * With --real-kv the state machine is a kv_state that survives a crash
+ * (sim_rkv.c): the core restarts from the state's applied index.
  */
 #include <stdio.h>
 #include <string.h>
@@ -77,6 +79,9 @@ void sim_node_start(struct sim* s, struct sim_node* n) {
         start.bootstrap.ids[i] = i + 1;
         start.bootstrap.roles[i] = RAFT_VOTER;
     }
+    if (s->rk != NULL) {
+        sim_rkv_node_open(s, n, &start);
+    }
     struct raft_config cfg;
     sim_node_config(s, n, &cfg);
     sim_ops(n)->storage(n->st.ctx, &n->view);
@@ -85,8 +90,10 @@ void sim_node_start(struct sim* s, struct sim_node* n) {
         sim_fail(s, "core-error", "n%llu: raft_init: %s",
                  (unsigned long long)n->id, raft_strerror(rv));
     }
-    n->kv = n->snap.kv;
-    n->applied = start.snapshot.index;
+    if (s->rk == NULL) {
+        n->kv = n->snap.kv;
+        n->applied = start.snapshot.index;
+    }
     n->incarnation++;
     n->up = true;
     n->paused = false;
@@ -124,6 +131,11 @@ void sim_node_crash(struct sim* s, struct sim_node* n) {
     store_mem_crash(n->mem);
     n->sync_count = 0;
     n->has_incoming = false;
+    sim_blob_release(n->incoming.blob);
+    n->incoming.blob = NULL;
+    if (s->rk != NULL) {
+        sim_rkv_node_crash(s, n);
+    }
     sim_clients_forget(s, n, true);
     s->stats.crashes++;
 }
@@ -148,6 +160,10 @@ void sim_nodes_close(struct sim* s) {
         s->node[i].core = NULL;
         store_mem_close(s->node[i].mem);
         s->node[i].mem = NULL;
+        sim_blob_release(s->node[i].snap.blob);
+        s->node[i].snap.blob = NULL;
+        sim_blob_release(s->node[i].incoming.blob);
+        s->node[i].incoming.blob = NULL;
     }
 }
 
@@ -186,14 +202,22 @@ static void sim_node_install(struct sim* s,
                  (unsigned long long)n->applied);
     }
     sim_check_snapshot(s, n, &n->incoming, "installed");
+    if (s->rk != NULL) {
+        sim_rkv_install(s, n, meta);
+    }
     if (sim_ops(n)->install_snapshot(n->st.ctx, meta) != RAFT_OK) {
         sim_fail(s, "storage", "n%llu: install_snapshot %llu refused",
                  (unsigned long long)n->id, (unsigned long long)meta->index);
     }
     n->snap.meta = *meta;
     n->snap.kv = n->incoming.kv;
+    sim_blob_release(n->snap.blob);
+    n->snap.blob = n->incoming.blob; /* the reference moves */
+    n->incoming.blob = NULL;
+    n->snap.rk = n->incoming.rk;
     n->kv = n->incoming.kv;
     n->applied = meta->index;
+    n->handed = meta->index;
     n->has_incoming = false;
     n->reported_index = meta->index;
     n->reported_term = meta->term;
@@ -303,6 +327,12 @@ static void sim_node_send(struct sim* s,
                      (unsigned long long)n->snap.meta.term);
         }
         snap = &n->snap;
+        if (s->rk != NULL && snap->blob == NULL) {
+            sim_fail(s, "snapshot-data",
+                     "n%llu sends snapshot %llu without data",
+                     (unsigned long long)n->id,
+                     (unsigned long long)m->snapshot.index);
+        }
     }
     sim_net_send(s, m, snap);
 }
@@ -340,6 +370,9 @@ static void sim_node_maybe_snapshot(struct sim* s, struct sim_node* n) {
     if (n->applied < n->snap.meta.index + s->p.snapshot_every) {
         return;
     }
+    if (s->rk != NULL && n->handed < n->applied) {
+        return; /* the core re-hands entries the state holds: wait */
+    }
     struct raft_snapshot_meta meta;
     int rv = raft_snapshot_taken(n->core, n->applied, &meta);
     if (rv != RAFT_OK) {
@@ -353,6 +386,9 @@ static void sim_node_maybe_snapshot(struct sim* s, struct sim_node* n) {
                  (unsigned long long)n->id, (unsigned long long)n->applied,
                  (unsigned long long)meta.index);
     }
+    if (s->rk != NULL) {
+        sim_rkv_snapshot(s, n, &snap); /* snap owns a blob reference */
+    }
     if (!s->bench) {
         sim_check_snapshot(s, n, &snap, "taken");
     }
@@ -362,6 +398,7 @@ static void sim_node_maybe_snapshot(struct sim* s, struct sim_node* n) {
     if (upto + 1 < first) {
         upto = first - 1;
     }
+    sim_blob_release(n->snap.blob);
     n->snap = snap;
     rv = sim_ops(n)->compact(n->st.ctx, &meta, upto);
     if (rv != RAFT_OK) {
@@ -417,8 +454,12 @@ static void sim_node_ready(struct sim* s, struct sim_node* n) {
     for (size_t i = 0; i < rd.n_messages; i++) {
         sim_node_send(s, n, &rd.messages[i]);
     }
-    for (size_t i = 0; i < rd.n_committed; i++) {
-        sim_node_apply(s, n, &rd.committed[i]);
+    if (s->rk != NULL) {
+        sim_rkv_apply(s, n, rd.committed, rd.n_committed);
+    } else {
+        for (size_t i = 0; i < rd.n_committed; i++) {
+            sim_node_apply(s, n, &rd.committed[i]);
+        }
     }
     for (size_t i = 0; i < rd.n_reads; i++) {
         sim_clients_read_ready(s, n, &rd.reads[i]);

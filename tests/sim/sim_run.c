@@ -3,7 +3,8 @@
  * (partitions, flapping, crashes, power cuts, pauses), then the liveness
  * phase: everything heals and within 50 election timeouts a leader must
  * commit a new write and every node must reach the same applied index and
- * state.
+ * state. With --real-kv every node's kv_stats must then be equal and every
+ * state must pass kv_verify.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,9 @@ static void sim_print_params(const struct sim* s) {
         p->check_quorum, p->snapshot_every, p->keys, SIM_PCT(p->write_bp),
         SIM_PCT(p->read_bp), SIM_PCT(p->lease_bp), SIM_PCT(p->conf_bp),
         SIM_PCT(p->transfer_bp));
+    if (s->rk != NULL) {
+        sim_rkv_print_params(s);
+    }
 }
 
 /* --- faults ----------------------------------------------------------------
@@ -273,8 +277,12 @@ static bool sim_converged(struct sim* s, raft_index probe_index) {
     for (uint32_t i = 1; i <= s->o.nodes; i++) {
         const struct sim_node* n = &s->node[i];
         if (!sim_node_is_live(n) || n->applied < probe_index ||
-            n->applied != a->applied ||
-            sim_kv_hash(&n->kv) != sim_kv_hash(&a->kv)) {
+            n->applied != a->applied) {
+            return false;
+        }
+        /* --real-kv: equal counters are asserted by sim_rkv_final_check. */
+        if (s->rk != NULL ? !sim_rkv_same_applied(s, &s->node[1], &s->node[i])
+                          : sim_kv_hash(&n->kv) != sim_kv_hash(&a->kv)) {
             return false;
         }
     }
@@ -299,7 +307,8 @@ __attribute__((noreturn)) static void sim_fail_liveness(struct sim* s,
             (unsigned long long)raft_current_term(n->core),
             (unsigned long long)raft_commit_index(n->core),
             (unsigned long long)n->applied,
-            (unsigned long long)(sim_kv_hash(&n->kv) & 0xffff));
+            (unsigned long long)(s->rk != NULL ? sim_rkv_hash16(s, &s->node[i])
+                                               : sim_kv_hash(&n->kv) & 0xffff));
     }
     struct sim_node* l = sim_leader(s);
     if (l != NULL) {
@@ -359,7 +368,7 @@ static void sim_print_summary(const struct sim* s, uint64_t live_ticks) {
         "ok seed=%llu nodes=%u steps=%llu leaders=%llu writes_acked=%llu "
         "writes_failed=%llu reads_checked=%llu lease_reads=%llu crashes=%llu "
         "snapshots_taken=%llu snapshots_installed=%llu conf_changes=%llu "
-        "partitions=%llu pauses=%llu messages=%llu liveness_ticks=%llu\n",
+        "partitions=%llu pauses=%llu messages=%llu liveness_ticks=%llu%s",
         (unsigned long long)s->o.seed, s->o.nodes,
         (unsigned long long)s->o.steps, (unsigned long long)st->leaders,
         (unsigned long long)st->writes_acked,
@@ -370,10 +379,15 @@ static void sim_print_summary(const struct sim* s, uint64_t live_ticks) {
         (unsigned long long)st->snapshots_installed,
         (unsigned long long)st->conf_changes,
         (unsigned long long)st->partitions, (unsigned long long)st->pauses,
-        (unsigned long long)st->messages, (unsigned long long)live_ticks);
+        (unsigned long long)st->messages, (unsigned long long)live_ticks,
+        s->rk != NULL ? "" : "\n");
+    if (s->rk != NULL) {
+        sim_rkv_print_summary(s);
+    }
 }
 
 void sim_close(struct sim* s) {
+    sim_rkv_close(s);
     sim_nodes_close(s);
     sim_net_close(&s->net);
     sim_check_close(s);
@@ -389,6 +403,9 @@ int sim_run(const struct sim_opts* opts) {
     s->o = *opts;
     sim_rng_seed(&s->rng, opts->seed);
     sim_draw_params(s);
+    if (opts->real_kv) {
+        sim_rkv_params(s);
+    }
     if (!opts->quiet) {
         sim_print_params(s);
     }
@@ -397,11 +414,17 @@ int sim_run(const struct sim_opts* opts) {
         sim_close(s);
         return 1;
     }
+    if (s->rk != NULL) {
+        sim_rkv_init(s);
+    }
     sim_nodes_init(s);
     while (s->now < s->o.steps) {
         sim_step(s);
     }
     uint64_t live_ticks = sim_liveness(s);
+    if (s->rk != NULL) {
+        sim_rkv_final_check(s);
+    }
     sim_print_summary(s, live_ticks);
     fflush(stdout);
     sim_close(s);
