@@ -15,14 +15,20 @@ f_workload_start w 1 2 3
 t0=$(f_now_ms); sleep 3; t1=$(f_now_ms)
 before=$(f_acks_between w "$t0" "$t1")
 f_loss "$P"
-t2=$(f_now_ms); sleep 8; t3=$(f_now_ms)
-during=$(f_acks_between w "$t2" "$t3")
+t2=$(f_now_ms)
+term2=$(f_field "$(f_leader 1 2 3)" term)
+# Progress, not speed: 10 writes must commit under loss, within a generous
+# 40 s (TCP retransmission timeouts start at 200 ms and double, against a
+# 300 ms election timeout: leaders come and go, and throughput collapses).
+n=$(f_wait_acks w "$t2" 10 40) || f_fail "only $n writes committed in 40 s of $P% loss"
+t3=$(f_now_ms)
 read -r seen dropped < <(f_loss_counters)
+terms=$(( $(f_field "$(f_leader 1 2 3)" term) - term2 ))
 f_timing acks_per_s_before "$(awk -v n="$before" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", n * 1000 / ms }')"
-f_timing acks_per_s_during_loss "$(awk -v n="$during" -v ms=$((t3 - t2)) 'BEGIN { printf "%.1f", n * 1000 / ms }')"
+f_timing acks_per_s_during_loss "$(awk -v n="$n" -v ms=$((t3 - t2)) 'BEGIN { printf "%.1f", n * 1000 / ms }')"
+f_timing elections_during_loss "$terms"
 f_log "loss counters: $dropped of $seen node-to-node packets dropped"
-[ "$during" -ge 5 ] || f_fail "only $during writes committed in 8 s of $P% loss"
-f_ok "$during writes committed in 8 s of $P% loss ($before in 3 s before)"
+f_ok "$n writes committed in $(( (t3 - t2) / 1000 )) s of $P% loss ($before in 3 s before; $terms elections meanwhile)"
 f_heal_loss
 f_log "workload: $(f_workload_stop w) acknowledged"
 f_finish
