@@ -26,7 +26,8 @@ source "$(dirname "$0")/lib.sh"
 F_NAME="random_seed$SEED"
 
 RANDOM=$SEED
-N=${4:-$((3 + RANDOM % 5))}
+drawn=$((3 + RANDOM % 5)) # always drawn, so that a given NODES keeps the schedule
+N=${4:-$drawn}
 pick() { echo "${F_MEMBERS[$((RANDOM % ${#F_MEMBERS[@]}))]}"; }
 f_log "seed $SEED: $N nodes, $STEPS steps (replay: $0 BIN_DIR $SEED $STEPS $N)"
 
