@@ -114,7 +114,7 @@ struct sim_rk_counts {
     uint64_t bad_request;     /* ... */
     uint64_t duplicates;      /* answered from the idempotency table */
     uint64_t idem_expired;    /* retries applied afresh after the window */
-    uint64_t retries;         /* commands proposed again */
+    uint64_t retries;         /* commands proposed again (same bytes) */
     uint64_t skipped;         /* entries kv_apply_batch skipped (any node) */
     uint64_t reads_found;     /* reads served with an entry */
     uint64_t reads_missing;   /* reads served NOT_FOUND */
@@ -742,7 +742,6 @@ static uint32_t sim_rk_command(struct sim* s, struct sim_node* n) {
         }
         uint32_t c = (uint32_t)(rk->n_cmds - 1 - sim_rng_below(&rk->rng, span));
         if (rk->cmds[c].has_rid) {
-            rk->c.retries++;
             return c;
         }
     }
@@ -760,6 +759,7 @@ int sim_rkv_client_write(struct sim* s, struct sim_node* n, size_t count) {
     if (count == 0) {
         count = 1;
     }
+    size_t n_cmds = rk->n_cmds, n_ents = rk->n_ents;
     for (size_t i = 0; i < count; i++) {
         cmd[i] = sim_rk_command(s, n);
     }
@@ -776,7 +776,16 @@ int sim_rkv_client_write(struct sim* s, struct sim_node* n, size_t count) {
               (unsigned long long)(rv == RAFT_OK ? first : 0),
               (unsigned long long)(rv == RAFT_OK ? term : 0));
     if (rv != RAFT_OK) {
+        /* Never proposed: forget the new commands and entry ids, so later
+         * writes and reads go to entries that may exist. */
+        while (rk->n_cmds > n_cmds) {
+            free(rk->cmds[--rk->n_cmds].data);
+        }
+        rk->n_ents = n_ents;
         return rv;
+    }
+    for (size_t i = 0; i < count; i++) {
+        rk->c.retries += cmd[i] < n_cmds;
     }
     for (size_t i = 0; i < count && s->n_writes < SIM_MAX_WRITES; i++) {
         s->writes[s->n_writes++] = (struct sim_write){
