@@ -40,12 +40,15 @@
  * index. Results are deterministic, so this is the history every node
  * must follow.
  *
- * A crash is a process crash for the state (committed LMDB transactions
- * survive, as in skein-node): the node reopens its state and restarts its
- * core from the state's applied index, reconciling with the log as
- * store_recover() does. Some restarts pass the snapshot index instead, so
- * the core hands out again entries the state already holds and
- * kv_apply_batch must skip them.
+ * A crash (a power cut of the simulator too) is a process crash for the
+ * state: committed LMDB transactions survive, as in skein-node, while the
+ * simulated log still loses what it had not synced. The node reopens its
+ * state and restarts its core from the state's applied index, reconciling
+ * with the log as store_recover() does (the reset of the log to the
+ * state cannot happen here: an entry is applied only once durable, and
+ * durable committed entries are never dropped). Some restarts pass the
+ * snapshot index instead, so the core hands out again entries the state
+ * already holds and kv_apply_batch must skip them.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -226,8 +229,8 @@ static void sim_rk_path(struct sim* s,
                         const struct sim_node* n,
                         const char* leaf,
                         char* out) {
-    int len = snprintf(out, SIM_RK_PATH_MAX, "%s/n%llu%s%s", s->rk->dir,
-                       (unsigned long long)n->id, leaf[0] ? "/" : "", leaf);
+    int len = snprintf(out, SIM_RK_PATH_MAX, "%s/n%llu/%s", s->rk->dir,
+                       (unsigned long long)n->id, leaf);
     if (len < 0 || len >= SIM_RK_PATH_MAX) {
         sim_fail(s, "sim-internal", "path too long");
     }
@@ -386,8 +389,8 @@ void sim_rkv_init(struct sim* s) {
     }
     memcpy(sim_rk_live_dir, rk->dir, sizeof(sim_rk_live_dir));
     for (uint32_t i = 1; i <= s->o.nodes; i++) {
-        char path[SIM_RK_PATH_MAX];
-        sim_rk_path(s, &s->node[i], "", path);
+        char path[SIM_RK_PATH_MAX + 16];
+        snprintf(path, sizeof(path), "%s/n%u", rk->dir, i);
         if (store_mkdirs(path) != STORE_OK) {
             sim_fail(s, "sim-internal", "cannot create n%u's directory", i);
         }
