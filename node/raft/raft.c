@@ -1179,6 +1179,14 @@ static void handle_append_response(struct raft* r,
     }
     {
         if (!raft_progress_maybe_update(pr, m->index)) {
+            /* A probe answered with exactly the known match proves the
+             * logs agree up to it: stream from there instead of waiting
+             * in PROBE for an answer that raises match (sim F7, etcd's
+             * rule). */
+            if (pr->state == RAFT_PROGRESS_PROBE && m->index == pr->match) {
+                raft_progress_become_replicate(pr);
+                send_appends(r, pr);
+            }
             return;
         }
         if (pr->state == RAFT_PROGRESS_PROBE) {

@@ -26,6 +26,9 @@ t_cleanup() {
     fi
 }
 trap t_cleanup EXIT
+# A command that fails outside a test (set -e) says where, instead of
+# ending the script silently.
+trap 'echo "FAIL: unexpected error at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 t_log() { echo "[$(date +%H:%M:%S.%3N)] $*"; }
 t_fail() {
@@ -128,7 +131,7 @@ t_wait_converged() {
         ok=1; first=""
         for i in "$@"; do
             line=$(t_wire "$i" status 2>/dev/null | tr ' ' '\n' |
-                   grep -E '^(applied|hash|count)=' | tr '\n' ' ')
+                   grep -E '^(applied|hash|count)=' | tr '\n' ' ') || true
             [ -z "$line" ] && { ok=0; break; }
             [ -z "$first" ] && first=$line
             [ "$line" = "$first" ] || { ok=0; break; }
