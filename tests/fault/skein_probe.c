@@ -30,7 +30,7 @@
 
 #include "skein.pb-c.h"
 
-#define MAX_NODES 32
+#define MAX_NODES    32
 #define LINE_MAX_LEN 512
 
 struct target {
@@ -74,8 +74,8 @@ static void format_status(const Skein__StatusResponse* s, char* out) {
     snprintf(out, LINE_MAX_LEN,
              "node_id=%" PRIu64 " role=%d term=%" PRIu64 " leader=%" PRIu64
              " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64
-             " hash=%016" PRIx64 " first=%" PRIu64
-             " snapshots_applied=%" PRIu64 " snapshots_sent=%" PRIu64,
+             " hash=%016" PRIx64 " first=%" PRIu64 " snapshots_applied=%" PRIu64
+             " snapshots_sent=%" PRIu64,
              s->node_id, s->role, s->term, s->leader_id, s->commit_index,
              s->last_applied, s->entry_count, s->state_hash, s->first_log_index,
              s->resync_stats ? s->resync_stats->snapshots_applied : 0,
@@ -222,8 +222,12 @@ static void* watch(void* arg) {
 }
 
 /* Starts a watcher for every "ID=URL" line of MEMBERS not watched yet. */
-static int load_members(const char* path, struct watcher* ws, int n,
-                        FILE* out, const char* stop, int interval) {
+static int load_members(const char* path,
+                        struct watcher* ws,
+                        int n,
+                        FILE* out,
+                        const char* stop,
+                        int interval) {
     char buf[512];
     FILE* f = fopen(path, "r");
     pthread_t th;
@@ -277,7 +281,8 @@ static int cmd_observe(int argc, char** argv) {
         }
     }
     if (out == NULL || members == NULL || stop == NULL) {
-        fprintf(stderr, "skein-probe observe: -o FILE -m MEMBERS -s STOPFILE\n");
+        fprintf(stderr,
+                "skein-probe observe: -o FILE -m MEMBERS -s STOPFILE\n");
         return 2;
     }
     if ((f = fopen(out, "a")) == NULL) {

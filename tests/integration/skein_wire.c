@@ -171,8 +171,9 @@ static int encode(int argc, char** argv) {
         req.op_case = SKEIN__CLIENT_REQUEST__OP_GET;
         req.get = &g;
         if (argc >= 3 && set_consistency(&req, argv[2]) != 0) {
-            fprintf(stderr, "skein-wire: consistency is linearizable, lease "
-                            "or stale\n");
+            fprintf(stderr,
+                    "skein-wire: consistency is linearizable, lease "
+                    "or stale\n");
             return 2;
         }
     } else if (strcmp(op, "list") == 0) {
@@ -258,9 +259,10 @@ static int decode(int verbose) {
                s->resync_stats ? s->resync_stats->send_successes : 0);
         for (size_t i = 0; verbose && i < s->n_followers; i++) {
             const Skein__FollowerStatus* f = s->followers[i];
-            printf("follower id=%" PRIu64 " health=%d progress=%d match=%" PRIu64
-                   " next=%" PRIu64 " lag=%" PRIu64 " latency_ms=%" PRIu64
-                   " failures=%" PRIu64 " inflight=%u\n",
+            printf("follower id=%" PRIu64
+                   " health=%d progress=%d match=%" PRIu64 " next=%" PRIu64
+                   " lag=%" PRIu64 " latency_ms=%" PRIu64 " failures=%" PRIu64
+                   " inflight=%u\n",
                    f->id, f->health, f->progress_state, f->match_index,
                    f->next_index, f->lag, f->last_latency_ms,
                    f->consecutive_failures, f->inflight);
