@@ -498,6 +498,7 @@ static void apply_committed(struct node* n, const struct raft_ready* rd) {
         fatal(n, "applying committed entries", rv);
     }
     node_apply_results(n, rd->committed, results, rd->n_committed);
+    node_restore_applied(n, rd->committed, results, rd->n_committed);
     free(results);
 }
 
@@ -625,6 +626,7 @@ static void tick(struct node* n) {
     }
     catch_up_apply(n);
     node_expire_requests(n);
+    node_restore_tick(n);
     node_maybe_promote(n);
     node_maybe_compact(n);
 }
@@ -724,6 +726,7 @@ static void* node_loop(void* arg) {
     }
     free(batch);
     node_fail_all(n);
+    node_restore_close(n);
     (void)kv_sync(n->kv);
     {
         raft_index d;
@@ -857,7 +860,6 @@ int node_start(const struct node_config* cfg,
     }
     n->cfg = *cfg;
     n->start_ms = node_now_ms();
-    n->upload_fd = -1;
     n->rng = node_wall_ms() ^ cfg->id;
     /* Read contexts must not repeat across restarts: an answer the leader
      * sent to the previous incarnation could otherwise release a new read

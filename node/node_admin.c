@@ -1,7 +1,8 @@
 /*
  * node_admin.c - status, membership, leadership transfer, forced resync,
  * fault injection and backups: the admin requests behind /status and
- * the /_raft endpoints.
+ * the /_raft endpoints. Restores (SnapshotWriteRequest) are handled in
+ * node_restore.c.
  *
  * Follower health (leader's view), as documented in the README:
  *  unknown   never heard from since this node became leader;
@@ -566,8 +567,10 @@ void node_handle_admin(struct node* n, struct transport_event* ev) {
         (req->op_case == SKEIN__ADMIN_REQUEST__OP_TRANSFER_LEADER ||
          req->op_case == SKEIN__ADMIN_REQUEST__OP_MEMBER_ADD ||
          req->op_case == SKEIN__ADMIN_REQUEST__OP_MEMBER_REMOVE ||
-         req->op_case == SKEIN__ADMIN_REQUEST__OP_FORCE_RESYNC)) {
-        /* Changes only the leader can make: any node takes them. */
+         req->op_case == SKEIN__ADMIN_REQUEST__OP_FORCE_RESYNC ||
+         req->op_case == SKEIN__ADMIN_REQUEST__OP_SNAPSHOT_WRITE)) {
+        /* Changes only the leader can make: any node takes them (an
+         * embedded gateway only talks to its own node). */
         node_forward_to_leader(n, ev);
         return;
     }
@@ -598,10 +601,7 @@ void node_handle_admin(struct node* n, struct transport_event* ev) {
             handle_snapshot_read(n, reply, req->snapshot_read);
             break;
         case SKEIN__ADMIN_REQUEST__OP_SNAPSHOT_WRITE:
-            node_reply_admin_status(
-                n, reply, ST(BAD_REQUEST),
-                "restoring a snapshot into a running cluster "
-                "is not supported yet");
+            node_restore_handle(n, reply, req->snapshot_write);
             break;
         default:
             node_reply_admin_status(n, reply, ST(BAD_REQUEST),

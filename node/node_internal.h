@@ -10,6 +10,7 @@
 #include "kv_snapshot.h"
 #include "kv_state.h"
 #include "node.h"
+#include "node_restore.h"
 #include "raft.h"
 #include "skein.pb-c.h"
 #include "store_lmdb.h"
@@ -159,11 +160,8 @@ struct node {
     struct kv_snapshot_info backup_info;
     uint64_t backup_used_ms;
 
-    /* Restore upload (POST /_raft/snapshot). */
-    uint64_t upload_id;
-    uint64_t upload_next;
-    int upload_fd;
-    uint64_t upload_used_ms;
+    /* Restore (POST /_raft/snapshot): node_restore.c. */
+    struct node_restore restore;
 
     struct node_backlog backlog;
     bool disk_full;    /* log writes wait in the backlog */

@@ -374,8 +374,4 @@ void node_snapshot_close_all(struct node* n) {
     abort_incoming(n);
     kv_snapshot_reader_close(n->backup_reader);
     n->backup_reader = NULL;
-    if (n->upload_fd >= 0) {
-        close(n->upload_fd);
-        n->upload_fd = -1;
-    }
 }

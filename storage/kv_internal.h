@@ -8,6 +8,7 @@
 #include <lmdb.h>
 #include <stdatomic.h>
 
+#include "kv_snapshot.h"
 #include "kv_state.h"
 
 #define KV_FORMAT_MAGIC     "skein-state"
@@ -15,6 +16,9 @@
 #define KV_FORMAT_VERSION   1
 #define KV_META_SEED        0x736b65696e6b766dULL /* "skeinkvm" */
 #define KV_STATE_REC        56 /* payload bytes of meta "state" */
+/* A restore commit writes the staged bytes to <state dir> + this suffix,
+ * verifies and copies them, and removes it; kv_open removes a leftover. */
+#define KV_RESTORE_FILE_SUFFIX ".restore.mdb"
 
 /* A bump allocator handed to protobuf-c while applying: reset per entry. */
 struct kv_arena {
@@ -55,7 +59,9 @@ struct kv_state {
     MDB_dbi dbi_by_key;             /* 0x01 || key -> ids (DUPSORT) */
     MDB_dbi dbi_idem;               /* index (BE) -> result record */
     struct kv_idem_map idem;        /* request id hash -> index */
-    MDB_dbi dbi_meta;               /* format, state, conf */
+    MDB_dbi dbi_meta;               /* format, state, conf, restore */
+    MDB_dbi dbi_restore;            /* restore staging: offset (BE) ->
+                                       chunk bytes */
     struct kv_stats st;             /* counters as last committed */
     raft_index durable_applied;     /* applied index made durable */
     struct kv_arena arena;          /* protobuf-c allocations while applying */
@@ -92,5 +98,28 @@ int kv_env_reopen(struct kv_state* kv, char* errmsg);
 
 /** Appends len bytes and a NUL to buf; returns the offset or SIZE_MAX. */
 size_t kv_buf_put(struct kv_buf* buf, const void* data, size_t len);
+
+/**
+ * Opens the snapshot file `path` read-only (no lock file, nothing written)
+ * as a kv_state that kv_verify and read transactions accept: the file is
+ * checked first (LMDB meta pages, every page present, format and meta
+ * records, filled into *info). Returns STORE_OK and sets *out (close it
+ * with kv_snapshot_close_ro, never kv_close), STORE_ECORRUPT for a file
+ * that is not a state snapshot, STORE_ENOMEM or STORE_EIO.
+ */
+int kv_snapshot_open_ro(const char* path,
+                        struct kv_state** out,
+                        struct kv_snapshot_info* info,
+                        char* errmsg);
+
+/**
+ * Checks that every idempotency record decodes (a restore copies them;
+ * kv_verify does not read them). Returns STORE_OK, STORE_ECORRUPT
+ * (message in errmsg) or another STORE_E* code.
+ */
+int kv_verify_idem(struct kv_state* kv, char* errmsg);
+
+/** Closes what kv_snapshot_open_ro opened. Accepts NULL. */
+void kv_snapshot_close_ro(struct kv_state* ro);
 
 #endif /* SKEIN_KV_INTERNAL_H */

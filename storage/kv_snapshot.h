@@ -73,6 +73,54 @@ int kv_snapshot_read_info(const char* path,
                           struct kv_snapshot_info* info,
                           char* errmsg);
 
+/**
+ * Verifies the snapshot file `path` without changing it (a restore upload
+ * before it is replicated): the LMDB file holds every page its meta pages
+ * refer to (a truncated file is refused before it is mapped), the format
+ * and meta records are Skein's, every entry decodes, the key index matches
+ * the entries, the idempotency records decode, and count and hash
+ * recomputed match the stored ones. The file is read in a child process
+ * (fork): LMDB 0.9 follows page numbers without bounds checks, so a
+ * damaged file may crash its reader, and that must not be the caller.
+ * Fills *info (may be NULL) and *checksum (may be NULL) with the XXH64
+ * (seed KV_RESTORE_CHECKSUM_SEED) of the whole file. Blocks until done.
+ * Returns STORE_OK, STORE_ECORRUPT (not a valid snapshot, or it crashed
+ * the reader; message in errmsg), STORE_ENOMEM or STORE_EIO.
+ */
+int kv_snapshot_verify_file(const char* path,
+                            struct kv_snapshot_info* info,
+                            uint64_t* checksum,
+                            char* errmsg);
+
+struct kv_snapshot_verifier; /* opaque */
+
+/**
+ * Starts kv_snapshot_verify_file's check without waiting for it: the
+ * caller polls (kv_snapshot_verify_poll, e.g. once per tick, or when
+ * kv_snapshot_verifier_fd is readable). Returns STORE_OK and sets *out
+ * (close it with kv_snapshot_verify_close), or STORE_ENOMEM / STORE_EIO.
+ */
+int kv_snapshot_verify_begin(const char* path,
+                             struct kv_snapshot_verifier** out,
+                             char* errmsg);
+
+/**
+ * Sets *done once the verdict is known, and then returns it as
+ * kv_snapshot_verify_file does (filling *info and *checksum on STORE_OK);
+ * while the check runs, *done = false and STORE_OK. Never blocks.
+ */
+int kv_snapshot_verify_poll(struct kv_snapshot_verifier* v,
+                            bool* done,
+                            struct kv_snapshot_info* info,
+                            uint64_t* checksum,
+                            char* errmsg);
+
+/** A descriptor that becomes readable when the verdict may be in. */
+int kv_snapshot_verifier_fd(const struct kv_snapshot_verifier* v);
+
+/** Stops (kills) a check still running, reaps it, frees v. Accepts NULL. */
+void kv_snapshot_verify_close(struct kv_snapshot_verifier* v);
+
 struct kv_snapshot_reader; /* opaque */
 
 /**

@@ -7,6 +7,7 @@
  */
 #include "kv_state.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -283,6 +284,7 @@ static int kv_put_meta_state(struct kv_state* kv, MDB_txn* txn) {
 }
 
 static int kv_idem_rebuild(struct kv_state* kv);
+static int kv_rbegin(struct kv_state* kv, MDB_txn** txn);
 static void kv_maybe_trim(struct kv_state* kv, uint64_t n);
 
 /* ------------------------------------------------------------------ */
@@ -359,6 +361,9 @@ static int kv_open_dbs(struct kv_state* kv) {
     }
     if (mrc == 0) {
         mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &kv->dbi_meta);
+    }
+    if (mrc == 0) {
+        mrc = mdb_dbi_open(txn, "restore", MDB_CREATE, &kv->dbi_restore);
     }
     if (mrc != 0) {
         mdb_txn_abort(txn);
@@ -859,19 +864,21 @@ static bool kv_idem_rid(const MDB_val* v, const char** rid, size_t* len) {
     return true;
 }
 
-/* Rebuilds the hash index from "idem" (open, failed batch, install). */
-static int kv_idem_rebuild(struct kv_state* kv) {
-    MDB_txn* txn;
+/* Rebuilds the hash index from "idem" as `in` sees it (NULL: the last
+ * committed state, in a read transaction of its own). */
+static int kv_idem_scan(struct kv_state* kv, MDB_txn* in) {
+    MDB_txn* txn = in;
     MDB_cursor* c;
     MDB_val k, v;
     int rv = STORE_OK;
     size_t scanned = 0;
 
     kv_idem_map_clear(&kv->idem);
-    int mrc = mdb_txn_begin(kv->env.env, NULL, MDB_RDONLY, &txn);
+    int mrc =
+        in != NULL ? 0 : mdb_txn_begin(kv->env.env, NULL, MDB_RDONLY, &txn);
     if (mrc == 0) {
         mrc = mdb_cursor_open(txn, kv->dbi_idem, &c);
-        if (mrc != 0) {
+        if (mrc != 0 && in == NULL) {
             mdb_txn_abort(txn);
         }
     }
@@ -894,7 +901,9 @@ static int kv_idem_rebuild(struct kv_state* kv) {
         }
     }
     mdb_cursor_close(c);
-    mdb_txn_abort(txn);
+    if (in == NULL) {
+        mdb_txn_abort(txn);
+    }
     if (scanned >= KV_TRIM_EVERY) {
         store_env_trim(&kv->env);
     }
@@ -902,6 +911,11 @@ static int kv_idem_rebuild(struct kv_state* kv) {
         rv = kv_fail_mdb(kv, mrc, "scan idempotency");
     }
     return rv;
+}
+
+/* Rebuilds the hash index from "idem" (open, failed batch, install). */
+static int kv_idem_rebuild(struct kv_state* kv) {
+    return kv_idem_scan(kv, NULL);
 }
 
 static int kv_idem_record(struct kv_apply* a) {
@@ -1095,6 +1109,43 @@ static int kv_idem_gc(struct kv_state* kv, MDB_txn* txn) {
                : kv_fail_mdb(kv, mrc, "expire idempotency");
 }
 
+int kv_verify_idem(struct kv_state* kv, char* errmsg) {
+    MDB_txn* txn;
+    MDB_cursor* c;
+    MDB_val k, v;
+    uint64_t records = 0;
+    int rv = kv_rbegin(kv, &txn);
+
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    int mrc = mdb_cursor_open(txn, kv->dbi_idem, &c);
+    if (mrc != 0) {
+        mdb_txn_abort(txn);
+        return store_err_from_mdb(mrc);
+    }
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        const char* rid;
+        size_t len;
+        if (k.mv_size != 8 || !kv_idem_rid(&v, &rid, &len)) {
+            store_errf(errmsg, "%s: idempotency record %llu is damaged",
+                       kv->dir, (unsigned long long)records);
+            rv = STORE_ECORRUPT;
+            break;
+        }
+        records++;
+    }
+    if (rv == STORE_OK && mrc != MDB_NOTFOUND) {
+        store_errf(errmsg, "%s: idempotency table: %s", kv->dir,
+                   mdb_strerror(mrc));
+        rv = store_err_from_mdb(mrc);
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    return rv;
+}
+
 /* After a failed batch: the hash index must forget what it learnt. */
 static void kv_idem_undo(struct kv_state* kv) {
     int code = kv->last_error;
@@ -1109,6 +1160,390 @@ static void kv_idem_undo(struct kv_state* kv) {
     }
     kv->last_error = code;
     memcpy(kv->errmsg, msg, sizeof(msg));
+}
+
+/* ------------------------------------------------------------------ */
+/* Restore (RestoreOp; see kv_state.h)                                 */
+
+#define KV_RESTORE_META_LEN 16 /* meta "restore": upload id, total size */
+
+/* Reads meta "restore" (zeros when nothing is staged). */
+static int kv_staging_get(struct kv_state* kv,
+                          MDB_txn* txn,
+                          uint64_t* upload,
+                          uint64_t* total) {
+    MDB_val k = {7, (void*)"restore"};
+    MDB_val v;
+    int mrc = mdb_get(txn, kv->dbi_meta, &k, &v);
+
+    *upload = 0;
+    *total = 0;
+    if (mrc == MDB_NOTFOUND) {
+        return STORE_OK;
+    }
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "read restore staging");
+    }
+    if (v.mv_size != KV_RESTORE_META_LEN) {
+        return kv_fail(kv, STORE_ECORRUPT,
+                       "%s/data.mdb: meta \"restore\" record damaged", kv->dir);
+    }
+    *upload = store_get_le64(v.mv_data);
+    *total = store_get_le64((const uint8_t*)v.mv_data + 8);
+    return STORE_OK;
+}
+
+/* Empties the staging; a non-zero upload then owns it. */
+static int kv_staging_reset(struct kv_state* kv,
+                            MDB_txn* txn,
+                            uint64_t upload,
+                            uint64_t total) {
+    uint8_t rec[KV_RESTORE_META_LEN];
+    MDB_val k = {7, (void*)"restore"};
+    MDB_val v = {sizeof(rec), rec};
+    int mrc = mdb_drop(txn, kv->dbi_restore, 0);
+
+    if (mrc == 0 && upload == 0) {
+        mrc = mdb_del(txn, kv->dbi_meta, &k, NULL);
+        mrc = mrc == MDB_NOTFOUND ? 0 : mrc;
+    } else if (mrc == 0) {
+        store_put_le64(rec, upload);
+        store_put_le64(rec + 8, total);
+        mrc = mdb_put(txn, kv->dbi_meta, &k, &v, 0);
+    }
+    return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "reset restore staging");
+}
+
+/* Answers a restore entry BAD_REQUEST with a formatted reason. */
+static int kv_restore_refuse(struct kv_apply* a, const char* fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int kv_restore_refuse(struct kv_apply* a, const char* fmt, ...) {
+    char why[KV_ERR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    return kv_res_status(a, KV_STATUS_BAD_REQUEST, why);
+}
+
+static int kv_restore_chunk(struct kv_apply* a, const Skein__RestoreOp* op) {
+    struct kv_state* kv = a->kv;
+    uint64_t upload, total;
+    uint8_t kb[8];
+    MDB_val k = {sizeof(kb), kb};
+    MDB_val v = {op->data.len, op->data.data};
+
+    if (op->upload_id == 0 || op->data.len == 0 ||
+        op->data.len > KV_RESTORE_CHUNK_MAX || op->offset > op->total_size ||
+        op->data.len > op->total_size - op->offset) {
+        return kv_restore_refuse(a,
+                                 "restore chunk: no upload id, empty, larger "
+                                 "than 1 MiB or beyond total_size");
+    }
+    int rv = kv_staging_get(kv, a->txn, &upload, &total);
+    if (rv == STORE_OK &&
+        (upload != op->upload_id || total != op->total_size)) {
+        /* A new upload: whatever an older one staged is dead. */
+        rv = kv_staging_reset(kv, a->txn, op->upload_id, op->total_size);
+    }
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    store_put_be64(kb, op->offset);
+    int mrc = mdb_put(a->txn, kv->dbi_restore, &k, &v, 0);
+    return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "stage restore chunk");
+}
+
+/* pwrite of all `len` bytes; a STORE_E* code. */
+static int kv_pwrite_all(int fd, const uint8_t* p, size_t len, uint64_t off) {
+    while (len > 0) {
+        ssize_t put = pwrite(fd, p, len, (off_t)off);
+        if (put < 0 && errno == EINTR) {
+            continue;
+        }
+        if (put <= 0) {
+            return errno == ENOSPC || errno == EDQUOT ? STORE_EDISKFULL
+                                                      : STORE_EIO;
+        }
+        p += put;
+        len -= (size_t)put;
+        off += (uint64_t)put;
+    }
+    return STORE_OK;
+}
+
+/*
+ * Writes the staged bytes, in offset order, to the file fd while checking
+ * that they are exactly [0, total) with XXH64 `checksum`. A check that
+ * fails sets why[0] (the entry is refused); an environment failure is
+ * returned.
+ */
+static int kv_restore_unstage(struct kv_apply* a,
+                              int fd,
+                              uint64_t total,
+                              uint64_t checksum,
+                              char* why) {
+    struct kv_state* kv = a->kv;
+    XXH64_state_t* h = XXH64_createState();
+    MDB_cursor* c;
+    MDB_val k, v;
+    uint64_t at = 0;
+    int rv = STORE_OK;
+
+    if (h == NULL) {
+        return kv_fail(kv, STORE_ENOMEM, "restore: out of memory");
+    }
+    int mrc = mdb_cursor_open(a->txn, kv->dbi_restore, &c);
+    if (mrc != 0) {
+        XXH64_freeState(h);
+        return kv_fail_mdb(kv, mrc, "read restore staging");
+    }
+    XXH64_reset(h, KV_RESTORE_CHECKSUM_SEED);
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || store_get_be64(k.mv_data) != at ||
+            v.mv_size > total - at) {
+            snprintf(why, KV_ERR_MAX,
+                     "restore commit: staged bytes have a gap or overlap at "
+                     "offset %llu",
+                     (unsigned long long)at);
+            break;
+        }
+        rv = kv_pwrite_all(fd, v.mv_data, v.mv_size, at);
+        if (rv != STORE_OK) {
+            break;
+        }
+        XXH64_update(h, v.mv_data, v.mv_size);
+        at += v.mv_size;
+    }
+    mdb_cursor_close(c);
+    if (rv != STORE_OK) {
+        rv = kv_fail(kv, rv, "%s%s: cannot write the restored file: %s",
+                     kv->dir, KV_RESTORE_FILE_SUFFIX, store_strerror(rv));
+    } else if (why[0] != '\0') {
+        /* refused above */
+    } else if (mrc != MDB_NOTFOUND) {
+        rv = kv_fail_mdb(kv, mrc, "read restore staging");
+    } else if (at != total) {
+        snprintf(why, KV_ERR_MAX,
+                 "restore commit: %llu of %llu bytes were staged",
+                 (unsigned long long)at, (unsigned long long)total);
+    } else if (XXH64_digest(h) != checksum) {
+        snprintf(why, KV_ERR_MAX,
+                 "restore commit: the staged bytes do not match the checksum");
+    }
+    XXH64_freeState(h);
+    return rv;
+}
+
+/* Copies every record of `from` (ro's) into `to` (kv's), in key order. */
+static int kv_restore_copy_dbi(MDB_txn* rtxn,
+                               MDB_dbi from,
+                               MDB_txn* wtxn,
+                               MDB_dbi to,
+                               unsigned flags) {
+    MDB_cursor* c;
+    MDB_val k, v;
+    int mrc = mdb_cursor_open(rtxn, from, &c);
+
+    if (mrc != 0) {
+        return mrc;
+    }
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        mrc = mdb_put(wtxn, to, &k, &v, flags);
+        if (mrc != 0) {
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    return mrc == MDB_NOTFOUND ? 0 : mrc;
+}
+
+/* Copies the backup's idempotency records older than `below`. */
+static int kv_restore_copy_idem(struct kv_state* kv,
+                                struct kv_state* ro,
+                                MDB_txn* rtxn,
+                                MDB_txn* wtxn,
+                                raft_index below,
+                                char* why) {
+    MDB_cursor* c;
+    MDB_val k, v;
+    int mrc = mdb_cursor_open(rtxn, ro->dbi_idem, &c);
+
+    if (mrc != 0) {
+        return mrc;
+    }
+    for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        const char* rid;
+        size_t len;
+        if (k.mv_size != 8 || !kv_idem_rid(&v, &rid, &len)) {
+            snprintf(why, KV_ERR_MAX,
+                     "restore commit: an idempotency record of the backup "
+                     "is damaged");
+            break;
+        }
+        if (store_get_be64(k.mv_data) >= below) {
+            mrc = MDB_NOTFOUND; /* from a longer log than this one */
+            break;
+        }
+        mrc = mdb_put(wtxn, kv->dbi_idem, &k, &v, MDB_APPEND);
+        if (mrc != 0) {
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    return mrc == MDB_NOTFOUND ? 0 : mrc;
+}
+
+/*
+ * Replaces the data records with ro's in a child transaction of the
+ * batch's, so that a backup refused half-way changes nothing. Sets why[0]
+ * if the backup is refused; returns an environment failure.
+ */
+static int kv_restore_replace(struct kv_apply* a,
+                              struct kv_state* ro,
+                              char* why) {
+    struct kv_state* kv = a->kv;
+    MDB_txn* child;
+    MDB_txn* rtxn;
+    int mrc = mdb_txn_begin(kv->env.env, a->txn, 0, &child);
+
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "restore: begin");
+    }
+    mrc = mdb_txn_begin(ro->env.env, NULL, MDB_RDONLY, &rtxn);
+    if (mrc != 0) {
+        mdb_txn_abort(child);
+        return kv_fail_mdb(kv, mrc, "restore: read the backup");
+    }
+    mrc = mdb_drop(child, kv->dbi_kv, 0);
+    if (mrc == 0) {
+        mrc = mdb_drop(child, kv->dbi_by_key, 0);
+    }
+    if (mrc == 0) {
+        mrc = mdb_drop(child, kv->dbi_idem, 0);
+    }
+    if (mrc == 0) {
+        mrc = kv_restore_copy_dbi(rtxn, ro->dbi_kv, child, kv->dbi_kv,
+                                  MDB_APPEND);
+    }
+    if (mrc == 0) {
+        mrc = kv_restore_copy_dbi(rtxn, ro->dbi_by_key, child, kv->dbi_by_key,
+                                  MDB_APPENDDUP);
+    }
+    if (mrc == 0) {
+        mrc = kv_restore_copy_idem(kv, ro, rtxn, child, a->e->index, why);
+    }
+    mdb_txn_abort(rtxn);
+    if (mrc == MDB_KEYEXIST || mrc == MDB_CORRUPTED ||
+        mrc == MDB_PAGE_NOTFOUND || mrc == MDB_BAD_VALSIZE) {
+        snprintf(why, KV_ERR_MAX, "restore commit: the backup's records: %s",
+                 mdb_strerror(mrc));
+    }
+    if (mrc != 0 || why[0] != '\0') {
+        mdb_txn_abort(child);
+        return why[0] != '\0' ? STORE_OK : kv_fail_mdb(kv, mrc, "restore");
+    }
+    mrc = mdb_txn_commit(child);
+    return mrc == 0 ? STORE_OK : kv_fail_mdb(kv, mrc, "restore: commit");
+}
+
+/* Opens and verifies the unstaged copy, then puts its data in place. */
+static int kv_restore_install(struct kv_apply* a, const char* path, char* why) {
+    struct kv_state* kv = a->kv;
+    struct kv_snapshot_info info;
+    struct kv_stats re;
+    struct kv_state* ro = NULL;
+    char err[STORE_ERRMSG_SIZE] = "";
+    int rv = kv_snapshot_open_ro(path, &ro, &info, err);
+
+    if (rv == STORE_OK) {
+        rv = kv_verify(ro, &re, err);
+    }
+    if (rv == STORE_ECORRUPT || rv == STORE_EVERSION || rv == STORE_EINVAL ||
+        rv == STORE_ENOTFOUND) {
+        /* Without the file name: the verdict is the same on every node. */
+        size_t pl = strlen(path);
+        const char* e =
+            strncmp(err, path, pl) == 0 && err[pl] == ':' ? err + pl + 2 : err;
+        snprintf(why, KV_ERR_MAX, "restore commit: not a valid snapshot: %s",
+                 e);
+        rv = STORE_OK;
+    } else if (rv != STORE_OK) {
+        rv = kv_fail(kv, rv, "restore: %s", err[0] ? err : store_strerror(rv));
+    } else {
+        rv = kv_restore_replace(a, ro, why);
+    }
+    kv_snapshot_close_ro(ro);
+    if (rv != STORE_OK || why[0] != '\0') {
+        return rv;
+    }
+    kv->st.seq = re.seq;
+    kv->st.count = re.count;
+    kv->st.hash = re.hash;
+    /* The hash index must answer the rest of the batch from the backup's
+     * table (kv_idem_undo rebuilds it if the batch fails). */
+    return kv_idem_scan(kv, a->txn);
+}
+
+static int kv_restore_commit(struct kv_apply* a, const Skein__RestoreOp* op) {
+    struct kv_state* kv = a->kv;
+    uint64_t upload, total;
+    char why[KV_ERR_MAX] = "";
+    int rv = kv_staging_get(kv, a->txn, &upload, &total);
+
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    if (op->upload_id == 0 || upload != op->upload_id) {
+        return kv_restore_refuse(a,
+                                 "restore commit: nothing is staged for "
+                                 "upload %llu",
+                                 (unsigned long long)op->upload_id);
+    }
+    char* path = malloc(strlen(kv->dir) + sizeof(KV_RESTORE_FILE_SUFFIX));
+    if (path == NULL) {
+        return kv_fail(kv, STORE_ENOMEM, "restore: out of memory");
+    }
+    strcpy(path, kv->dir);
+    strcat(path, KV_RESTORE_FILE_SUFFIX);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rv = kv_fail(kv, errno == ENOSPC ? STORE_EDISKFULL : STORE_EIO,
+                     "%s: %s", path, strerror(errno));
+    } else if (total != op->total_size) {
+        snprintf(why, sizeof(why),
+                 "restore commit: %llu bytes announced, the staged upload "
+                 "has %llu",
+                 (unsigned long long)op->total_size, (unsigned long long)total);
+    } else {
+        rv = kv_restore_unstage(a, fd, total, op->checksum, why);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rv == STORE_OK && why[0] == '\0') {
+        rv = kv_restore_install(a, path, why);
+    }
+    unlink(path);
+    free(path);
+    if (rv == STORE_OK) {
+        rv = kv_staging_reset(kv, a->txn, 0, 0);
+    }
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    return why[0] != '\0' ? kv_res_status(a, KV_STATUS_BAD_REQUEST, why)
+                          : STORE_OK;
+}
+
+static int kv_apply_restore(struct kv_apply* a, const Skein__RestoreOp* op) {
+    a->r->op = KV_OP_RESTORE;
+    return op->commit ? kv_restore_commit(a, op) : kv_restore_chunk(a, op);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1151,6 +1586,9 @@ static int kv_apply_normal(struct kv_apply* a) {
             break;
         case SKEIN__COMMAND__OP_DELETE:
             rv = kv_apply_delete(a, cmd->delete_);
+            break;
+        case SKEIN__COMMAND__OP_RESTORE:
+            rv = kv_apply_restore(a, cmd->restore);
             break;
         default:
             rv = kv_res_status(a, KV_STATUS_BAD_REQUEST,
@@ -1762,6 +2200,33 @@ int kv_conf(struct kv_state* kv,
     if (rv == STORE_OK && mdb_get(txn, kv->dbi_meta, &k, &v) == 0 &&
         kv_meta_decode(&v, &st) == STORE_OK) {
         *conf_index = st.conf_index;
+    }
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+int kv_restore_staging(struct kv_state* kv, struct kv_restore_staging* out) {
+    MDB_txn* txn;
+    MDB_cursor* c;
+    MDB_val k, v;
+    int rv = kv_rbegin(kv, &txn);
+
+    memset(out, 0, sizeof(*out));
+    if (rv != STORE_OK) {
+        return rv;
+    }
+    rv = kv_staging_get(kv, txn, &out->upload_id, &out->total_size);
+    int mrc = rv == STORE_OK ? mdb_cursor_open(txn, kv->dbi_restore, &c) : 0;
+    if (rv == STORE_OK && mrc == 0) {
+        for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
+             mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            out->chunks++;
+            out->bytes += v.mv_size;
+        }
+        mdb_cursor_close(c);
+    }
+    if (rv == STORE_OK && mrc != 0 && mrc != MDB_NOTFOUND) {
+        rv = store_err_from_mdb(mrc);
     }
     mdb_txn_abort(txn);
     return rv;

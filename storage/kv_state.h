@@ -13,7 +13,9 @@
  *                up through an in-memory hash index of the request ids)
  *  - "meta":     "format"; "state" = applied index and term, seq counter,
  *                entry count, state hash, idempotency window, conf index;
- *                "conf" = the bytes of the last CONF entry applied
+ *                "conf" = the bytes of the last CONF entry applied;
+ *                "restore" = upload id and total size of the staged restore
+ *  - "restore":  restore staging: chunk offset (u64 big-endian) -> bytes
  *
  * Applying (kv_apply_batch) is deterministic: the result depends only on
  * the state and the entries, never on a clock, the batch boundaries or the
@@ -33,6 +35,24 @@
  *    entry that looks it up lies more than `idem_window` log indexes after
  *    the entry that stored it; expired results are deleted after each
  *    batch. Both rules depend on log indexes only.
+ *  - restore (skein.RestoreOp, POST /_raft/snapshot): a chunk entry stores
+ *    its bytes in "restore" under its offset; a chunk of another upload id
+ *    first clears the staging (one restore at a time), a repeated offset
+ *    overwrites. The staging lives in the state, so a snapshot taken in
+ *    the middle of a restore carries it. The commit entry checks that the
+ *    staged bytes of its upload are exactly [0, total_size) and that their
+ *    XXH64 is its checksum, copies them to <dir>.restore.mdb, verifies
+ *    that copy as kv_snapshot_verify_file does, and then, in the batch's
+ *    transaction, replaces the entries, the key index, the idempotency
+ *    table (records at or after the commit entry's index are dropped:
+ *    they cannot belong to this log), the seq counter, the count and the
+ *    hash with the backup's. The applied index and term become the commit
+ *    entry's; the membership, the conf index and the idempotency window
+ *    are kept. Either way the staging is cleared. A commit that fails a
+ *    check (no staging for its upload, missing bytes, wrong checksum,
+ *    not a valid snapshot) is answered KV_STATUS_BAD_REQUEST and changes
+ *    no data: the bytes are the same on every node, so is the verdict.
+ *    Only an environment failure (disk full, I/O, memory) fails the batch.
  *  - NOOP entries only advance the applied index; CONF entries also store
  *    their data as the membership.
  *  - Entries at or below the applied index are skipped (reported with
@@ -81,6 +101,11 @@
  * snapshots; a new state takes it from kv_options). */
 #define KV_IDEM_WINDOW_DEFAULT 100000
 
+/** Largest data of one restore chunk entry (skein.RestoreOp.data). */
+#define KV_RESTORE_CHUNK_MAX ((size_t)1 << 20)
+/** Seed of the XXH64 checksum of a restored file (RestoreOp.checksum). */
+#define KV_RESTORE_CHECKSUM_SEED 0
+
 /** Default budget of file-backed resident memory (see kv_options). */
 #define KV_RSS_FILE_BUDGET_DEFAULT ((size_t)32 << 20)
 /** Operations between two checks of the resident memory. */
@@ -101,6 +126,7 @@ enum kv_op {
     KV_OP_CREATE,
     KV_OP_UPDATE,
     KV_OP_DELETE,
+    KV_OP_RESTORE, /* a restore chunk or commit (RestoreOp) */
 };
 
 /** One stored entry (skein.KVEntry). Strings are NUL-terminated too. */
@@ -287,6 +313,21 @@ int kv_conf(struct kv_state* kv,
 int kv_snapshot_meta(struct kv_state* kv,
                      const struct raft_conf* bootstrap,
                      struct raft_snapshot_meta* out);
+
+/** What the restore staging holds (kv_restore_staging). */
+struct kv_restore_staging {
+    uint64_t upload_id;  /* upload being staged, 0 = none */
+    uint64_t total_size; /* its announced size */
+    uint64_t chunks;     /* chunks stored */
+    uint64_t bytes;      /* bytes stored (chunks may overlap if repeated
+                            at other boundaries) */
+};
+
+/**
+ * Reads the restore staging of the last committed batch (any thread).
+ * Returns STORE_OK or an error.
+ */
+int kv_restore_staging(struct kv_state* kv, struct kv_restore_staging* out);
 
 /**
  * Recomputes count and hash from every entry, checks the key index

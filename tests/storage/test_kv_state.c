@@ -3,8 +3,9 @@
  * (kv_snapshot.h) and recovery (store_recover.h): create / update / delete,
  * compare-and-swap, idempotency with its log-driven expiry, malformed
  * commands, the order-independent state hash on two environments, reads,
- * snapshot round trip in chunks, interrupted installs, disk full, and
- * recovery with replay from the log.
+ * snapshot round trip in chunks, interrupted installs, disk full,
+ * recovery with replay from the log, and restores through the log
+ * (RestoreOp: staging, commit, refusals, staging carried by snapshots).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,11 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
+#include <xxhash.h>
 
 #include "kv_snapshot.h"
 #include "kv_state.h"
+#include "skein.pb-c.h"
 #include "store_lmdb.h"
 #include "store_recover.h"
 #include "test_util.h"
@@ -1148,6 +1152,501 @@ static void test_compaction_plan(void** state) {
     (void)err;
 }
 
+/* --- restore (RestoreOp: POST /_raft/snapshot) ------------------------ */
+
+/* A backup file read into memory, with its checksum. */
+struct backup {
+    char* path;            /* the snapshot file */
+    uint8_t* bytes;        /* its content */
+    size_t len;            /* bytes at bytes */
+    uint64_t checksum;     /* XXH64, seed KV_RESTORE_CHECKSUM_SEED */
+    struct kv_stats stats; /* what it holds */
+};
+
+static void backup_load(struct backup* b) {
+    FILE* fp = fopen(b->path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    b->len = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    b->bytes = malloc(b->len);
+    assert_int_equal(fread(b->bytes, 1, b->len, fp), b->len);
+    fclose(fp);
+    b->checksum = XXH64(b->bytes, b->len, KV_RESTORE_CHECKSUM_SEED);
+}
+
+static void backup_free(struct backup* b) {
+    free(b->path);
+    free(b->bytes);
+}
+
+/* Packs a RestoreOp command; malloc'd, caller frees. */
+static uint8_t* cmd_restore(uint64_t upload,
+                            uint64_t offset,
+                            const uint8_t* data,
+                            size_t len,
+                            uint64_t total,
+                            bool commit,
+                            uint64_t checksum,
+                            uint32_t* out_len) {
+    Skein__RestoreOp op = SKEIN__RESTORE_OP__INIT;
+    Skein__Command cmd = SKEIN__COMMAND__INIT;
+
+    op.has_upload_id = op.has_offset = op.has_total_size = 1;
+    op.upload_id = upload;
+    op.offset = offset;
+    op.total_size = total;
+    op.has_data = len > 0;
+    op.data.data = (uint8_t*)data;
+    op.data.len = len;
+    op.has_commit = op.has_checksum = commit;
+    op.commit = commit;
+    op.checksum = checksum;
+    cmd.op_case = SKEIN__COMMAND__OP_RESTORE;
+    cmd.restore = &op;
+    *out_len = (uint32_t)skein__command__get_packed_size(&cmd);
+    uint8_t* buf = malloc(*out_len);
+    skein__command__pack(&cmd, buf);
+    return buf;
+}
+
+/* Applies one NORMAL entry (data freed) at `index` on kv. */
+static void apply_on(struct kv_state* kv,
+                     raft_index index,
+                     raft_term term,
+                     uint8_t* data,
+                     uint32_t len,
+                     struct kv_result* r) {
+    struct raft_entry e = {.term = term,
+                           .index = index,
+                           .type = RAFT_ENTRY_NORMAL,
+                           .len = len,
+                           .data = data};
+    assert_int_equal(kv_apply_batch(kv, &e, 1, r), STORE_OK);
+    free(data);
+}
+
+/* Stages chunks [from, to) of b (chunk bytes each) as `upload` on f->a. */
+static void stage_chunks(struct fix* f,
+                         const struct backup* b,
+                         uint64_t upload,
+                         size_t chunk,
+                         size_t from,
+                         size_t to) {
+    for (size_t i = from; i < to && i * chunk < b->len; i++) {
+        size_t off = i * chunk;
+        size_t n = b->len - off < chunk ? b->len - off : chunk;
+        uint32_t len;
+        struct kv_result r;
+        uint8_t* d =
+            cmd_restore(upload, off, b->bytes + off, n, b->len, false, 0, &len);
+        apply_data(f, d, len, &r);
+        assert_int_equal(r.status, KV_STATUS_OK);
+        assert_int_equal(r.op, KV_OP_RESTORE);
+    }
+}
+
+/* Applies the commit entry of `upload` on f->a; returns its result. */
+static struct kv_result commit_restore(struct fix* f,
+                                       const struct backup* b,
+                                       uint64_t upload,
+                                       uint64_t checksum) {
+    struct kv_result r;
+    uint32_t len;
+    uint8_t* d = cmd_restore(upload, 0, NULL, 0, b->len, true, checksum, &len);
+    apply_data(f, d, len, &r);
+    assert_int_equal(r.op, KV_OP_RESTORE);
+    return r;
+}
+
+/*
+ * The backup: state b gets 40 entries (two with request ids), the second
+ * one at log index 250, then a snapshot of it is taken. Index 250 lies
+ * beyond where a's log will be when it restores: that record must not be
+ * carried over (it would break the idempotency table's index order).
+ */
+static void make_backup(struct fix* f, struct backup* b) {
+    char err[STORE_ERRMSG_SIZE];
+    struct kv_result r;
+    uint32_t len;
+
+    f->b = open_kv(f->b_dir, NULL);
+    for (raft_index i = 1; i <= 40; i++) {
+        char id[32], key[32], val[32];
+        snprintf(id, sizeof(id), "b-%02llu", (unsigned long long)i);
+        snprintf(key, sizeof(key), "key-%llu", (unsigned long long)(i % 7));
+        snprintf(val, sizeof(val), "backup-%llu", (unsigned long long)i);
+        uint8_t* d = tu_cmd_create(i == 5 ? "rid-b" : NULL, id, key, val, &len);
+        apply_on(f->b, i, 1, d, len, &r);
+        assert_int_equal(r.status, KV_STATUS_OK);
+    }
+    struct raft_entry noop = {.term = 1, .index = 41, .type = RAFT_ENTRY_NOOP};
+    assert_int_equal(kv_apply_batch(f->b, &noop, 1, NULL), STORE_OK);
+    uint8_t* d = tu_cmd_delete(NULL, "b-03", &len);
+    apply_on(f->b, 42, 1, d, len, &r);
+    for (raft_index i = 43; i < 250; i++) {
+        noop.index = i;
+        assert_int_equal(kv_apply_batch(f->b, &noop, 1, NULL), STORE_OK);
+    }
+    d = tu_cmd_create("rid-late", "b-late", "k", "v", &len);
+    apply_on(f->b, 250, 1, d, len, &r);
+    b->path = tu_path(f->dir, "backup.mdb");
+    assert_int_equal(kv_snapshot_create(f->b, b->path, NULL, err), STORE_OK);
+    b->stats = stats_of(f->b);
+    backup_load(b);
+}
+
+/* a: a membership, its own data and request ids. */
+static void make_live(struct fix* f, uint8_t* conf_out, size_t* conf_len) {
+    struct raft_conf conf;
+    uint8_t cb[RAFT_CONF_ENCODED_MAX];
+    struct kv_result r;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.count = 3;
+    conf.ids[0] = 1;
+    conf.ids[1] = 2;
+    conf.ids[2] = 3;
+    struct raft_entry e = {
+        .term = 1, .index = f->next++, .type = RAFT_ENTRY_CONF, .data = cb};
+    e.len = (uint32_t)raft_conf_encode(&conf, cb);
+    assert_int_equal(kv_apply_batch(f->a, &e, 1, NULL), STORE_OK);
+    memcpy(conf_out, cb, e.len);
+    *conf_len = e.len;
+    apply_create(f, "rid-a", "a-1", "key-1", "live-1", &r);
+    apply_create(f, NULL, "a-2", "key-2", "live-2", &r);
+    apply_create(f, NULL, "b-01", "key-1", "live-not-backup", &r);
+}
+
+static void test_restore_replaces_data(void** state) {
+    struct fix* f = *state;
+    struct backup b = {0};
+    uint8_t conf[RAFT_CONF_ENCODED_MAX], got[RAFT_CONF_DATA_MAX];
+    size_t conf_len, got_len;
+    raft_index conf_index;
+    struct kv_buf buf = {0};
+    struct kv_entry e;
+    struct kv_restore_staging sg;
+
+    make_backup(f, &b);
+    make_live(f, conf, &conf_len);
+    struct kv_stats live = stats_of(f->a);
+    assert_int_not_equal(live.hash, b.stats.hash);
+    /* Small chunks: several entries, staged one by one. */
+    const size_t chunk = 8192;
+    size_t n_chunks = (b.len + chunk - 1) / chunk;
+    assert_true(n_chunks > 2);
+    stage_chunks(f, &b, 77, chunk, 0, 2);
+    stage_chunks(f, &b, 77, chunk, 1, 2); /* a repeated chunk: harmless */
+    stage_chunks(f, &b, 77, chunk, 2, n_chunks);
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 77);
+    assert_int_equal(sg.bytes, b.len);
+    /* Staging changes no data. */
+    struct kv_stats staged = stats_of(f->a);
+    assert_int_equal(staged.hash, live.hash);
+    assert_int_equal(staged.count, live.count);
+
+    raft_index commit_index = f->next;
+    struct kv_result r = commit_restore(f, &b, 77, b.checksum);
+    if (r.status != KV_STATUS_OK) {
+        fail_msg("restore commit refused: %s", r.error ? r.error : "?");
+    }
+    struct kv_stats st = stats_of(f->a);
+    assert_int_equal(st.hash, b.stats.hash);
+    assert_int_equal(st.count, b.stats.count);
+    assert_int_equal(st.seq, b.stats.seq);
+    /* Raft metadata and membership are this log's, not the backup's. */
+    assert_int_equal(st.applied_index, commit_index);
+    assert_int_equal(kv_applied_index(f->a), commit_index);
+    assert_int_equal(st.applied_term, 1);
+    assert_int_equal(st.conf_index, live.conf_index);
+    assert_int_equal(st.idem_window, live.idem_window);
+    assert_int_equal(kv_conf(f->a, got, sizeof(got), &got_len, &conf_index),
+                     STORE_OK);
+    assert_int_equal(conf_index, 1);
+    assert_int_equal(got_len, conf_len);
+    assert_memory_equal(got, conf, conf_len);
+    verify_ok(f->a);
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 0);
+    assert_int_equal(sg.chunks, 0);
+    /* The backup's entries, and only them. */
+    assert_int_equal(kv_get(f->a, "a-1", 3, &buf, &e), STORE_ENOTFOUND);
+    assert_int_equal(kv_get(f->a, "b-03", 4, &buf, &e), STORE_ENOTFOUND);
+    assert_int_equal(kv_get(f->a, "b-01", 4, &buf, &e), STORE_OK);
+    assert_string_equal(e.value, "backup-1");
+    /* No scratch file left next to the state. */
+    char* scratch = tu_path(f->dir,
+                            "a"
+                            ".restore.mdb");
+    struct stat fst;
+    assert_int_not_equal(stat(scratch, &fst), 0);
+    free(scratch);
+
+    /* The idempotency table is the backup's (minus records from beyond
+     * this log); the next writes go on from the backup's seq. */
+    apply_create(f, "rid-b", "other", "k", "v", &r);
+    assert_true(r.duplicate);
+    expect_entry(&r.entry, "b-05", "key-5", "backup-5", 5);
+    apply_create(f, "rid-a", "a-3", "k", "v", &r);
+    assert_false(r.duplicate);
+    assert_int_equal(r.seq, b.stats.seq + 1);
+    apply_create(f, "rid-late", "late-2", "k", "v", &r);
+    assert_false(r.duplicate);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    verify_ok(f->a);
+    /* The same after a reopen (the idempotency index is rebuilt). */
+    kv_close(f->a);
+    f->a = open_kv(f->a_dir, NULL);
+    apply_create(f, "rid-late", "late-3", "k", "v", &r);
+    assert_true(r.duplicate);
+    verify_ok(f->a);
+    kv_buf_free(&buf);
+    backup_free(&b);
+}
+
+/* A commit that fails a check changes no data, on every node alike. */
+static void test_restore_refused_commits(void** state) {
+    struct fix* f = *state;
+    struct backup b = {0};
+    struct backup junk = {0};
+    uint8_t conf[RAFT_CONF_ENCODED_MAX];
+    size_t conf_len;
+    struct kv_restore_staging sg;
+    const size_t chunk = 4096;
+
+    make_backup(f, &b);
+    make_live(f, conf, &conf_len);
+    struct kv_stats live = stats_of(f->a);
+    size_t n_chunks = (b.len + chunk - 1) / chunk;
+
+    /* Wrong checksum. */
+    stage_chunks(f, &b, 1, chunk, 0, n_chunks);
+    struct kv_result r = commit_restore(f, &b, 1, b.checksum ^ 1);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.error, "checksum"));
+    /* A chunk missing. */
+    stage_chunks(f, &b, 2, chunk, 0, 1);
+    stage_chunks(f, &b, 2, chunk, 2, n_chunks);
+    r = commit_restore(f, &b, 2, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.error, "gap"));
+    /* The last chunk missing. */
+    stage_chunks(f, &b, 3, chunk, 0, n_chunks - 1);
+    r = commit_restore(f, &b, 3, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.error, "staged"));
+    /* Nothing staged for that upload. */
+    r = commit_restore(f, &b, 99, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    /* Garbage whose checksum is right: not a snapshot. */
+    uint64_t rng = 11;
+    junk.len = 3 * chunk;
+    junk.bytes = malloc(junk.len);
+    for (size_t i = 0; i < junk.len; i++) {
+        junk.bytes[i] = (uint8_t)tu_rand(&rng);
+    }
+    junk.checksum = XXH64(junk.bytes, junk.len, KV_RESTORE_CHECKSUM_SEED);
+    stage_chunks(f, &junk, 4, chunk, 0, 3);
+    r = commit_restore(f, &junk, 4, junk.checksum);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.error, "not a valid snapshot"));
+    printf("    garbage restore refused: %s\n", r.error);
+    /* A truncated backup (its first pages) with the right checksum: refused
+     * before LMDB maps pages that are not there. */
+    free(junk.bytes);
+    junk.len = b.len / 2;
+    junk.bytes = malloc(junk.len);
+    memcpy(junk.bytes, b.bytes, junk.len);
+    junk.checksum = XXH64(junk.bytes, junk.len, KV_RESTORE_CHECKSUM_SEED);
+    stage_chunks(f, &junk, 5, chunk, 0, n_chunks);
+    r = commit_restore(f, &junk, 5, junk.checksum);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.error, "truncated"));
+    printf("    truncated restore refused: %s\n", r.error);
+    /* A chunk beyond total_size or too large is refused as it comes. */
+    uint32_t len;
+    uint8_t* d = cmd_restore(6, b.len - 1, b.bytes, 2, b.len, false, 0, &len);
+    apply_data(f, d, len, &r);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+
+    /* Nothing changed but the applied index. */
+    struct kv_stats after = stats_of(f->a);
+    assert_int_equal(after.hash, live.hash);
+    assert_int_equal(after.count, live.count);
+    assert_int_equal(after.seq, live.seq);
+    assert_int_equal(after.applied_index, f->next - 1);
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.chunks, 0);
+    verify_ok(f->a);
+    /* And a good restore still works afterwards. */
+    stage_chunks(f, &b, 7, chunk, 0, n_chunks);
+    r = commit_restore(f, &b, 7, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    assert_int_equal(stats_of(f->a).hash, b.stats.hash);
+    free(junk.bytes);
+    backup_free(&b);
+}
+
+/* A snapshot taken in the middle of a restore carries the staged chunks:
+ * a follower that installs it completes the restore from the log. */
+static void test_restore_staging_in_snapshot(void** state) {
+    struct fix* f = *state;
+    struct backup b = {0};
+    uint8_t conf[RAFT_CONF_ENCODED_MAX];
+    size_t conf_len;
+    char err[STORE_ERRMSG_SIZE];
+    struct kv_snapshot_info info;
+    struct kv_restore_staging sg;
+    const size_t chunk = 8192;
+
+    make_backup(f, &b);
+    make_live(f, conf, &conf_len);
+    size_t n_chunks = (b.len + chunk - 1) / chunk;
+    size_t half = n_chunks / 2;
+    stage_chunks(f, &b, 5, chunk, 0, half);
+    char* mid = tu_path(f->dir, "mid.mdb");
+    assert_int_equal(kv_snapshot_create(f->a, mid, &info, err), STORE_OK);
+    /* kv_snapshot_verify_file accepts it (staging is not data). */
+    uint64_t sum = 0;
+    assert_int_equal(kv_snapshot_verify_file(mid, NULL, &sum, err), STORE_OK);
+
+    /* c: a follower with a history of its own installs the snapshot. */
+    char* c_dir = tu_path(f->dir, "c");
+    struct kv_state* c = open_kv(c_dir, NULL);
+    apply_gen(c, 1, 30);
+    assert_int_equal(kv_snapshot_install_file(c, mid, &info, err), STORE_OK);
+    assert_int_equal(kv_applied_index(c), f->next - 1);
+    assert_int_equal(kv_restore_staging(c, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 5);
+    assert_int_equal(sg.chunks, half);
+
+    /* The rest of the log reaches both. */
+    raft_index at = f->next;
+    stage_chunks(f, &b, 5, chunk, half, n_chunks);
+    struct kv_result r = commit_restore(f, &b, 5, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    for (size_t i = half; i < n_chunks; i++, at++) {
+        size_t off = i * chunk;
+        size_t n = b.len - off < chunk ? b.len - off : chunk;
+        uint32_t len;
+        uint8_t* d =
+            cmd_restore(5, off, b.bytes + off, n, b.len, false, 0, &len);
+        apply_on(c, at, 1, d, len, &r);
+        assert_int_equal(r.status, KV_STATUS_OK);
+    }
+    uint32_t len;
+    uint8_t* d = cmd_restore(5, 0, NULL, 0, b.len, true, b.checksum, &len);
+    apply_on(c, at, 1, d, len, &r);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    struct kv_stats sa = stats_of(f->a), sc = stats_of(c);
+    assert_int_equal(sc.hash, b.stats.hash);
+    assert_int_equal(sc.hash, sa.hash);
+    assert_int_equal(sc.count, sa.count);
+    assert_int_equal(sc.seq, sa.seq);
+    assert_int_equal(sc.applied_index, sa.applied_index);
+    verify_ok(c);
+    kv_close(c);
+    free(c_dir);
+    free(mid);
+    backup_free(&b);
+}
+
+/* A chunk of a new upload clears what an older one staged. */
+static void test_restore_new_upload_clears(void** state) {
+    struct fix* f = *state;
+    struct backup b = {0};
+    uint8_t conf[RAFT_CONF_ENCODED_MAX];
+    size_t conf_len;
+    struct kv_restore_staging sg;
+    const size_t chunk = 8192;
+
+    make_backup(f, &b);
+    make_live(f, conf, &conf_len);
+    size_t n_chunks = (b.len + chunk - 1) / chunk;
+    stage_chunks(f, &b, 1, chunk, 0, n_chunks - 1); /* abandoned */
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 1);
+    assert_int_equal(sg.chunks, n_chunks - 1);
+    stage_chunks(f, &b, 2, chunk, 1, 2);
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 2);
+    assert_int_equal(sg.chunks, 1);
+    assert_int_equal(sg.bytes, chunk);
+    /* The old upload cannot commit any more, and its refusal leaves the new
+     * upload's staging alone. */
+    struct kv_result r = commit_restore(f, &b, 1, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 2);
+    stage_chunks(f, &b, 2, chunk, 0, 1);
+    stage_chunks(f, &b, 2, chunk, 2, n_chunks);
+    r = commit_restore(f, &b, 2, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    assert_int_equal(stats_of(f->a).hash, b.stats.hash);
+    backup_free(&b);
+}
+
+/* The leader's check of an upload before it proposes anything. */
+static void test_snapshot_verify_file(void** state) {
+    struct fix* f = *state;
+    struct backup b = {0};
+    struct kv_snapshot_info info;
+    char err[STORE_ERRMSG_SIZE];
+    uint64_t sum = 0;
+
+    make_backup(f, &b);
+    assert_int_equal(kv_snapshot_verify_file(b.path, &info, &sum, err),
+                     STORE_OK);
+    assert_int_equal(sum, b.checksum);
+    assert_int_equal(info.stats.hash, b.stats.hash);
+    assert_int_equal(info.size, b.len);
+    /* The same without waiting: polled until the verdict is in. */
+    struct kv_snapshot_verifier* v;
+    bool done = false;
+    int rv = STORE_OK;
+    assert_int_equal(kv_snapshot_verify_begin(b.path, &v, err), STORE_OK);
+    for (int i = 0; i < 10000 && !done; i++) {
+        rv = kv_snapshot_verify_poll(v, &done, &info, &sum, err);
+        if (!done) {
+            usleep(1000);
+        }
+    }
+    assert_true(done);
+    assert_int_equal(rv, STORE_OK);
+    assert_int_equal(sum, b.checksum);
+    kv_snapshot_verify_close(v);
+    /* Closed while it runs: the child is stopped and reaped. */
+    assert_int_equal(kv_snapshot_verify_begin(b.path, &v, err), STORE_OK);
+    kv_snapshot_verify_close(v);
+    char* cut = tu_path(f->dir, "cut.mdb");
+    size_t sizes[] = {0, 100, 4096, 8192 + 100, b.len / 2, b.len - 1};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        FILE* fp = fopen(cut, "wb");
+        assert_int_equal(fwrite(b.bytes, 1, sizes[i], fp), sizes[i]);
+        fclose(fp);
+        assert_int_equal(kv_snapshot_verify_file(cut, NULL, NULL, err),
+                         STORE_ECORRUPT);
+    }
+    printf("    truncated file: %s\n", err);
+    /* A damaged entry page: the meta pages are fine, verification is not. */
+    FILE* fp = fopen(cut, "wb");
+    uint8_t* copy = malloc(b.len);
+    memcpy(copy, b.bytes, b.len);
+    for (size_t i = 2 * 4096; i < b.len; i += 4096) {
+        memset(copy + i + 64, 0x5a, 512);
+    }
+    assert_int_equal(fwrite(copy, 1, b.len, fp), b.len);
+    fclose(fp);
+    assert_int_equal(kv_snapshot_verify_file(cut, NULL, NULL, err),
+                     STORE_ECORRUPT);
+    printf("    damaged file: %s\n", err);
+    free(copy);
+    free(cut);
+    backup_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_read, setup, teardown),
@@ -1173,6 +1672,16 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_replaces_data, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_refused_commits, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_staging_in_snapshot, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_new_upload_clears, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_verify_file, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("kv_state", tests, NULL, NULL);
 }
