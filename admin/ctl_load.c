@@ -41,18 +41,19 @@ enum ctl_workload {
 /* One run's configuration. */
 struct ctl_load_cfg {
     enum ctl_workload w;
-    const char* name;           /* command name, for messages */
-    struct ctl_nodes nodes;     /* targets */
-    long count;                 /* operations (0 with duration) */
-    long concurrency;           /* slots */
-    long size, bursts;          /* burst */
-    long pause_ms;              /* burst: pause between bursts */
-    long read_pct;              /* storm: % of reads */
-    long hot;                   /* storm/mixed: ids picked among the last N */
-    long value_bytes;           /* pad values to this many bytes */
-    double duration_s;          /* bench: stop issuing after this */
-    bool read;                  /* bench: reads instead of creates */
-    int64_t op_timeout_us;      /* per-operation deadline */
+    const char* name;        /* command name, for messages */
+    struct ctl_nodes nodes;  /* targets */
+    long count;              /* operations (0 with duration) */
+    long concurrency;        /* slots */
+    long size, bursts;       /* burst */
+    long pause_ms;           /* burst: pause between bursts */
+    long read_pct;           /* storm: % of reads */
+    long hot;                /* storm/mixed: ids picked among the last N */
+    long value_bytes;        /* pad values to this many bytes */
+    double duration_s;       /* bench: stop issuing after this */
+    bool read;               /* bench: reads instead of creates */
+    const char* consistency; /* bench --read: ?consistency=, NULL = default */
+    int64_t op_timeout_us;   /* per-operation deadline */
     int64_t attempt_timeout_us; /* per-attempt timeout */
     FILE* history;              /* JSON lines, or NULL */
     bool progress;              /* progress bar on stderr */
@@ -200,7 +201,12 @@ static int ctl_attempt_start(struct ctl_engine* e, struct ctl_slot* s) {
             snprintf(url, sizeof url, "%s/api/kv", base);
             break;
         case CTL_F_GET:
-            snprintf(url, sizeof url, "%s/api/kv/%s", base, s->id);
+            if (cfg->consistency != NULL) {
+                snprintf(url, sizeof url, "%s/api/kv/%s?consistency=%s", base,
+                         s->id, cfg->consistency);
+            } else {
+                snprintf(url, sizeof url, "%s/api/kv/%s", base, s->id);
+            }
             break;
         case CTL_F_UPDATE:
             method = "PUT";
@@ -1349,6 +1355,7 @@ int ctl_cmd_bench(int argc, char** argv) {
     double duration = 5;
     struct ctl_load_args a = {.timeout_s = 10, .attempt_timeout_ms = 4000};
     bool read = false;
+    const char* consistency = NULL;
     const struct ctl_opt opts[] = {
         {"help", CTL_OPT_FLAG, &a.help},
         {"nodes", CTL_OPT_STR, &a.nodes},
@@ -1356,20 +1363,27 @@ int ctl_cmd_bench(int argc, char** argv) {
         {"connections", CTL_OPT_STR, &conns},
         {"duration", CTL_OPT_DOUBLE, &duration},
         {"read", CTL_OPT_FLAG, &read},
+        {"consistency", CTL_OPT_STR, &consistency},
         {"value-bytes", CTL_OPT_LONG, &a.value_bytes},
         {"json", CTL_OPT_FLAG, &a.json},
         {"seed", CTL_OPT_LONG, &a.seed},
     };
     if (ctl_parse_opts("bench", argc - 1, argv + 1, opts,
                        sizeof opts / sizeof opts[0], NULL, 0, NULL) != 0 ||
-        a.help || duration <= 0) {
+        a.help || duration <= 0 ||
+        (consistency != NULL && strcmp(consistency, "linearizable") != 0 &&
+         strcmp(consistency, "lease") != 0 &&
+         strcmp(consistency, "stale") != 0)) {
         fprintf(a.help ? stdout : stderr,
                 "usage: skeinctl bench [--connections 1,16,64,256] "
                 "[--duration S] [--read]\n"
+                "                      [--consistency "
+                "linearizable|lease|stale]\n"
                 "                      [--nodes URL,...] [--value-bytes N] "
                 "[--json]\n"
-                "Closed-loop creates (or linearizable reads of existing "
-                "entries with --read),\none row per connection count.\n");
+                "Closed-loop creates (or reads of existing entries with "
+                "--read, linearizable\nunless --consistency says otherwise), "
+                "one row per connection count.\n");
         return a.help ? 0 : 2;
     }
     struct ctl_load_cfg cfg;
@@ -1382,6 +1396,7 @@ int ctl_cmd_bench(int argc, char** argv) {
         return 2;
     }
     cfg.read = read;
+    cfg.consistency = consistency;
     cfg.duration_s = duration;
     char** ids = NULL;
     size_t nids = 256;
@@ -1404,10 +1419,11 @@ int ctl_cmd_bench(int argc, char** argv) {
     struct ctl_load_stats* st = calloc(1, sizeof *st);
     int status = st != NULL ? 0 : 1;
     if (!a.json) {
-        printf("bench: %s, %.1f s per row, %zu nodes (leader %s)\n",
-               read ? "linearizable reads (GET /api/kv/{id})"
+        printf("bench: %s%s, %.1f s per row, %zu nodes (leader %s)\n",
+               read ? (consistency != NULL ? consistency : "linearizable")
                     : "creates (POST /api/kv)",
-               duration, cfg.nodes.count,
+               read ? " reads (GET /api/kv/{id})" : "", duration,
+               cfg.nodes.count,
                cfg.leader >= 0 ? cfg.nodes.name[cfg.leader] : "unknown");
         printf("%-11s %10s %9s %9s %9s %9s %9s %8s\n", "connections", "ops/s",
                "p50 ms", "p90 ms", "p99 ms", "p999 ms", "max ms", "errors");

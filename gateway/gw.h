@@ -81,6 +81,20 @@ enum gw_err {
  * needs: the strings and the URL array may be freed once it returns.
  * A zero numeric field (other than cluster_id) means "the default".
  */
+/*
+ * gw_local_call_fn - hands a packed request Envelope to a node living in
+ * the gateway's own process and waits up to timeout_ms for its packed
+ * answer (*reply malloc'd, the gateway frees it; NULL when empty).
+ * Returns 0 with an answer, -3 if none came in time (the request may have
+ * been acted on), any other negative value if it was not delivered.
+ */
+typedef int (*gw_local_call_fn)(void* arg,
+                                const uint8_t* data,
+                                size_t len,
+                                uint32_t timeout_ms,
+                                uint8_t** reply,
+                                size_t* reply_len);
+
 struct gw_config {
     const char* listen;              /* "HOST:PORT" to serve HTTP on, e.g.
                                         "127.0.0.1:8080"; port 0 picks a free
@@ -118,6 +132,11 @@ struct gw_config {
     const char* access_control_list; /* civetweb ACL, e.g.
                                         "-0.0.0.0/0,+127.0.0.1"; NULL: all */
     int quiet;                       /* non-zero: no log lines on stderr */
+    gw_local_call_fn local_call;     /* set by skein-node --http: node_urls[0]
+                                        is this process's node, reached by
+                                        this function call instead of a
+                                        socket (no thread hand-offs) */
+    void* local_arg;                 /* local_call's first argument */
 };
 
 /* Defaults, also what gw_config_init puts in a config. */

@@ -3,13 +3,16 @@
  * query parameters, and the JSON responses (errors included).
  *
  * civetweb's own error pages are text/plain and close the connection
- * (NOTES.md), so every response here, errors included, is built with
- * mg_response_header_start/add/send and mg_write.
+ * (NOTES.md), so every response here, errors included, is built here:
+ * small ones as one buffer (status line, headers, body) in one mg_write,
+ * the rest with mg_response_header_start/add/send and mg_write.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "gw_internal.h"
 
@@ -159,11 +162,111 @@ int gw_reply_start(struct gw_req* r,
     return mg_response_header_send(r->conn) == 0 ? 0 : -1;
 }
 
+/* Whether civetweb will keep this connection open after the response:
+ * its own rule (keep-alive is enabled in our configuration): the request's
+ * Connection header decides, else HTTP/1.1 means yes. */
+static bool gw_keeps_alive(const struct gw_req* r) {
+    const char* hdr = mg_get_header(r->conn, "Connection");
+    if (hdr != NULL) {
+        /* a comma-separated list of options */
+        const char* p = hdr;
+        while (*p != '\0') {
+            while (*p == ' ' || *p == '\t' || *p == ',') {
+                p++;
+            }
+            size_t n = strcspn(p, ", \t");
+            if (n == 10 && strncasecmp(p, "keep-alive", 10) == 0) {
+                return true;
+            }
+            p += n;
+        }
+        return false;
+    }
+    const char* v = r->ri->http_version;
+    return v != NULL && strcmp(v, "1.1") == 0;
+}
+
+/* The Date header's value, formatted once per second per thread. */
+static const char* gw_http_date(void) {
+    static __thread time_t cached_at;
+    static __thread char text[64];
+    time_t now = time(NULL);
+    if (now != cached_at || text[0] == '\0') {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached_at = now;
+    }
+    return text;
+}
+
+/*
+ * Sends status line, headers and a small body with one mg_write, so the
+ * client gets one segment and one wake-up instead of two (civetweb sends
+ * headers on their own). Same headers as gw_reply_start. Returns 1 if it
+ * did not apply (the caller takes the header API path), else 0 / -1.
+ */
+static int gw_reply_one_write(struct gw_req* r,
+                              int status,
+                              const char* content_type,
+                              const void* body,
+                              size_t len) {
+    char head[2048];
+    bool head_only = strcmp(r->method, "HEAD") == 0;
+    for (int i = 0; i < r->extra_count; i++) {
+        if (strcasecmp(r->extra[i].name, "Connection") == 0) {
+            return 1; /* civetweb must learn it is closing */
+        }
+    }
+    if (len > 64 * 1024 || r->ri->http_version == NULL) {
+        return 1;
+    }
+    int n =
+        snprintf(head, sizeof head,
+                 "HTTP/%s %d %s\r\nContent-Type: %s\r\n"
+                 "Content-Length: %zu\r\nCache-Control: no-store\r\n",
+                 r->ri->http_version, status,
+                 mg_get_response_code_text(r->conn, status), content_type, len);
+    for (int i = 0; i < r->extra_count && n > 0 && (size_t)n < sizeof head;
+         i++) {
+        n += snprintf(head + n, sizeof head - (size_t)n, "%s: %s\r\n",
+                      r->extra[i].name, r->extra[i].value);
+    }
+    if (n > 0 && (size_t)n < sizeof head) {
+        n += snprintf(head + n, sizeof head - (size_t)n,
+                      "Date: %s\r\nConnection: %s\r\n\r\n", gw_http_date(),
+                      gw_keeps_alive(r) ? "keep-alive" : "close");
+    }
+    if (n <= 0 || (size_t)n >= sizeof head) {
+        return 1;
+    }
+    size_t total = (size_t)n + (head_only ? 0 : len);
+    char* out = malloc(total);
+    if (out == NULL) {
+        return 1;
+    }
+    memcpy(out, head, (size_t)n);
+    if (!head_only && len > 0) {
+        memcpy(out + n, body, len);
+    }
+    r->status = status;
+    int rv = mg_write(r->conn, out, total) == (int)total ? 0 : -1;
+    free(out);
+    return rv;
+}
+
 int gw_reply_raw(struct gw_req* r,
                  int status,
                  const char* content_type,
                  const void* body,
                  size_t len) {
+    if (r->status != 0) {
+        return -1; /* already answered: a bug, but never send twice */
+    }
+    int fast = gw_reply_one_write(r, status, content_type, body, len);
+    if (fast != 1) {
+        return fast;
+    }
     if (gw_reply_start(r, status, content_type, len) != 0) {
         return -1;
     }

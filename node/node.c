@@ -228,9 +228,24 @@ static void handle_raft_message(struct node* n, struct transport_event* ev) {
     struct node_peer* p;
 
     if (codec_to_raft(ev->env, &cr, &why) != 0) {
+        if (ev->reply != NULL) {
+            transport_reply_bytes(ev->reply, NULL, 0);
+            ev->reply = NULL;
+        }
         return; /* malformed: dropped (counted by the core as EINVAL) */
     }
     ev->env = NULL; /* now owned by cr */
+    if (ev->reply != NULL) {
+        /* Our answer to the sender may ride in this RPC's reply. */
+        if (n->n_held < NODE_HELD_MAX) {
+            n->held[n->n_held].peer = codec_node_id(cr.msg.from);
+            n->held[n->n_held].ctx = ev->reply;
+            n->n_held++;
+        } else {
+            transport_reply_bytes(ev->reply, NULL, 0);
+        }
+        ev->reply = NULL;
+    }
     p = node_peer_of(n, codec_node_id(cr.msg.from));
     if (p != NULL) {
         p->last_ok_ms = node_now_ms();
@@ -242,16 +257,26 @@ static void handle_raft_message(struct node* n, struct transport_event* ev) {
     codec_raft_free(&cr);
 }
 
+/* Copies the transport's per-peer answer figures (health, status). */
+static void refresh_peer_health(struct node* n) {
+    for (size_t i = 0; i < n->n_peers; i++) {
+        struct node_peer* p = &n->peers[i];
+        struct transport_peer_health h;
+        if (transport_peer_health(n->tr, p->id, &h) != 0) {
+            continue;
+        }
+        p->last_rtt_us = h.last_rtt_us;
+        p->consecutive_failures = h.consecutive_failures;
+        if (h.last_ok_ms > p->last_ok_ms) {
+            p->last_ok_ms = h.last_ok_ms;
+        }
+    }
+}
+
 static void handle_reply(struct node* n, struct transport_event* ev) {
     struct node_peer* p = node_peer_of(n, ev->peer);
 
-    if (p != NULL && ev->type == TRANSPORT_EV_REPLY) {
-        p->last_rtt_us = ev->rtt_us;
-        p->consecutive_failures = 0;
-        p->last_ok_ms = node_now_ms();
-    }
     if (ev->type == TRANSPORT_EV_FAILED && p != NULL) {
-        p->consecutive_failures++;
         if (ev->channel == TRANSPORT_RAFT) {
             struct raft_event rev;
             memset(&rev, 0, sizeof(rev));
@@ -302,9 +327,78 @@ static void handle_event(struct node* n, struct transport_event* ev) {
 /* ------------------------------------------------------------------ */
 /* Ready batches                                                       */
 
+/* Messages of one ready batch for a peer that left us a reply handle. */
+struct piggyback {
+    size_t held; /* index in n->held */
+    ProtobufCBinaryData* bins;
+    size_t count;
+    size_t bytes;
+};
+
+/* Largest answer put in one reply; the rest travel as requests. */
+#define NODE_PIGGYBACK_BYTES ((size_t)4 << 20)
+
+/* Answers a held reply with the messages gathered for its peer (one
+ * envelope, or a batch of them) and forgets the handle. */
+static void piggyback_flush(struct node* n, struct piggyback* pb) {
+    struct transport_server_ctx* ctx = n->held[pb->held].ctx;
+
+    if (pb->count == 1) {
+        transport_reply_bytes(ctx, pb->bins[0].data, pb->bins[0].len);
+    } else {
+        Skein__EnvelopeBatch batch = SKEIN__ENVELOPE_BATCH__INIT;
+        Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+        uint8_t* buf;
+        size_t len;
+        batch.n_envelopes = pb->count;
+        batch.envelopes = pb->bins;
+        env.has_cluster_id = 1;
+        env.cluster_id = n->cfg.cluster_id;
+        env.body_case = SKEIN__ENVELOPE__BODY_BATCH;
+        env.batch = &batch;
+        len = skein__envelope__get_packed_size(&env);
+        buf = malloc(len);
+        if (buf != NULL) {
+            skein__envelope__pack(&env, buf);
+        }
+        transport_reply_bytes(ctx, buf, buf != NULL ? len : 0);
+        free(buf);
+    }
+    n->held[pb->held].ctx = NULL;
+    for (size_t i = 0; i < pb->count; i++) {
+        free(pb->bins[i].data);
+    }
+    free(pb->bins);
+}
+
+/* Answers every reply handle still held (empty replies). */
+static void release_held_replies(struct node* n) {
+    for (size_t i = 0; i < n->n_held; i++) {
+        if (n->held[i].ctx != NULL) {
+            transport_reply_bytes(n->held[i].ctx, NULL, 0);
+        }
+    }
+    n->n_held = 0;
+}
+
+/* The first unused reply handle `peer` left, or -1. */
+static int held_for(struct node* n, uint64_t peer) {
+    for (size_t i = 0; i < n->n_held; i++) {
+        if (n->held[i].ctx != NULL && n->held[i].peer == peer) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
 static void send_messages(struct node* n, const struct raft_ready* rd) {
+    struct piggyback pbs[NODE_MAX_PEERS];
+    size_t n_pbs = 0;
+
     for (size_t i = 0; i < rd->n_messages; i++) {
         const struct raft_message* m = &rd->messages[i];
+        uint64_t to = codec_node_id(m->to);
+        struct piggyback* pb = NULL;
         uint8_t* buf;
         size_t len;
         if (m->type == RAFT_MSG_SNAPSHOT) {
@@ -314,9 +408,40 @@ static void send_messages(struct node* n, const struct raft_ready* rd) {
         if (codec_pack_raft(m, n->cfg.cluster_id, &buf, &len) != 0) {
             continue;
         }
-        (void)transport_send(n->tr, codec_node_id(m->to), TRANSPORT_RAFT, buf,
-                             len, 0, false);
+        for (size_t k = 0; k < n_pbs; k++) {
+            if (n->held[pbs[k].held].peer == to) {
+                pb = &pbs[k];
+            }
+        }
+        if (pb == NULL && n_pbs < NODE_MAX_PEERS) {
+            int h = held_for(n, to);
+            if (h >= 0 && !transport_peer_faulty(n->tr, to)) {
+                pb = &pbs[n_pbs++];
+                memset(pb, 0, sizeof(*pb));
+                pb->held = (size_t)h;
+                pb->bins = calloc(rd->n_messages, sizeof(*pb->bins));
+                if (pb->bins == NULL) {
+                    n_pbs--;
+                    pb = NULL;
+                }
+            }
+        }
+        if (pb != NULL && pb->bytes + len <= NODE_PIGGYBACK_BYTES) {
+            pb->bins[pb->count].data = buf;
+            pb->bins[pb->count].len = len;
+            pb->count++;
+            pb->bytes += len;
+            continue;
+        }
+        (void)transport_send(n->tr, to, TRANSPORT_RAFT, buf, len, 0, false);
         free(buf);
+    }
+    for (size_t k = 0; k < n_pbs; k++) {
+        if (pbs[k].count > 0) {
+            piggyback_flush(n, &pbs[k]);
+        } else {
+            free(pbs[k].bins);
+        }
     }
 }
 
@@ -625,6 +750,7 @@ static void tick(struct node* n) {
         (void)backlog_flush(n);
     }
     catch_up_apply(n);
+    refresh_peer_health(n);
     node_expire_requests(n);
     node_restore_tick(n);
     node_maybe_promote(n);
@@ -707,8 +833,13 @@ static void* node_loop(void* arg) {
             transport_event_free(batch[i]);
         }
         node_flush_proposals(n);
+        node_flush_reads(n);
         tick(n);
         process_ready(n);
+        /* Reads held back for an answer that just came go now. */
+        if (node_flush_reads(n)) {
+            process_ready(n);
+        }
         log_role_change(n);
         if (n->was_leader && raft_role(n->raft) != RAFT_LEADER) {
             node_fail_writes(n, SKEIN__CLIENT_RESPONSE__STATUS__UNKNOWN_OUTCOME,
@@ -719,6 +850,7 @@ static void* node_loop(void* arg) {
             begin_stop(n);
             process_ready(n);
         }
+        release_held_replies(n);
         if (n->stopping && (raft_role(n->raft) != RAFT_LEADER ||
                             node_now_ms() >= n->stop_deadline_ms)) {
             break;
@@ -964,4 +1096,14 @@ void node_join(struct node* n) {
 
 const char* node_inproc_url(const struct node* n) {
     return n->inproc_url;
+}
+
+int node_call_local(void* arg,
+                    const uint8_t* data,
+                    size_t len,
+                    uint32_t timeout_ms,
+                    uint8_t** reply,
+                    size_t* reply_len) {
+    struct node* n = arg;
+    return transport_call_local(n->tr, data, len, timeout_ms, reply, reply_len);
 }

@@ -79,4 +79,18 @@ void node_join(struct node* n);
 /** The inproc URL the embedded gateway uses to reach this node. */
 const char* node_inproc_url(const struct node* n);
 
+/**
+ * Hands a packed client or admin request Envelope to this node from the
+ * calling thread and waits up to timeout_ms for the answer (see
+ * transport_call_local, whose result it returns). On success *reply is the
+ * packed answer, malloc'd, owned by the caller (NULL when empty). Any
+ * thread; `arg` is the node (the signature fits gw_local_call_fn).
+ */
+int node_call_local(void* arg,
+                    const uint8_t* data,
+                    size_t len,
+                    uint32_t timeout_ms,
+                    uint8_t** reply,
+                    size_t* reply_len);
+
 #endif

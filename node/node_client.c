@@ -572,7 +572,6 @@ static void serve_read(struct node* n,
 static void start_read(struct node* n, struct transport_event* ev) {
     Skein__ClientRequest* req = ev->env->client_request;
     struct node_read* rd;
-    int rv;
 
     if (req->consistency == SKEIN__CLIENT_REQUEST__CONSISTENCY__STALE ||
         (req->consistency == SKEIN__CLIENT_REQUEST__CONSISTENCY__LEASE &&
@@ -588,17 +587,15 @@ static void start_read(struct node* n, struct transport_event* ev) {
         ev->reply = NULL;
         return;
     }
-    rv = raft_read_index(n->raft, ++n->next_read_ctx);
-    if (rv != RAFT_OK) {
-        reply_status(n, ev->reply, req->request_id, ST(NO_QUORUM),
-                     rv == RAFT_ENOLEADER ? "no leader is known: retry shortly"
-                                          : raft_strerror(rv));
-        ev->reply = NULL;
-        return;
+    /* Every read gathered while draining the event queue shares one
+     * ReadIndex request (node_flush_reads): one confirmation round, and on
+     * a follower one message to the leader, for all of them. */
+    if (n->read_batch_ctx == 0) {
+        n->read_batch_ctx = ++n->next_read_ctx;
     }
     rd = &n->reads[(n->r_head + n->r_count) % NODE_PENDING_MAX];
     memset(rd, 0, sizeof(*rd));
-    rd->context = n->next_read_ctx;
+    rd->context = n->read_batch_ctx;
     rd->env = ev->env;
     rd->reply = ev->reply;
     rd->deadline_ms = node_now_ms() + n->cfg.read_timeout_ms;
@@ -607,37 +604,84 @@ static void start_read(struct node* n, struct transport_event* ev) {
     ev->reply = NULL;
 }
 
-static void finish_read(struct node* n, struct node_read* rd, int status) {
+static void finish_read(struct node* n,
+                        struct node_read* rd,
+                        int status,
+                        const char* why) {
     if (status == ST(OK)) {
         serve_read(n, rd->reply, rd->env->client_request);
     } else {
+        if (why == NULL) {
+            why = status == ST(NOT_LEADER)
+                      ? "leadership changed before the read was confirmed"
+                      : "the read could not be confirmed in time";
+        }
         reply_status(n, rd->reply, rd->env->client_request->request_id, status,
-                     status == ST(NOT_LEADER)
-                         ? "leadership changed before the read was confirmed"
-                         : "the read could not be confirmed in time");
+                     why);
     }
     skein__envelope__free_unpacked(rd->env, NULL);
     rd->env = NULL;
     rd->reply = NULL;
 }
 
+bool node_flush_reads(struct node* n) {
+    uint64_t ctx = n->read_batch_ctx;
+    uint64_t now;
+    int rv;
+
+    if (ctx == 0) {
+        return false;
+    }
+    /* A follower keeps one ReadIndex request at the leader at a time:
+     * reads arriving meanwhile wait for its answer and then go together
+     * (the leader batches its own confirmation rounds the same way). A
+     * request unanswered for a heartbeat interval no longer holds them. */
+    now = node_now_ms();
+    if (raft_role(n->raft) != RAFT_LEADER && n->read_inflight_ctx != 0 &&
+        now - n->read_inflight_ms <
+            (uint64_t)n->cfg.tick_ms * n->cfg.heartbeat_ticks) {
+        return false;
+    }
+    n->read_batch_ctx = 0;
+    rv = raft_read_index(n->raft, ctx);
+    if (rv == RAFT_OK) {
+        n->read_inflight_ctx = raft_role(n->raft) != RAFT_LEADER ? ctx : 0;
+        n->read_inflight_ms = now;
+        return true;
+    }
+    for (size_t j = 0; j < n->r_count; j++) {
+        struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
+        if (rd->env != NULL && rd->context == ctx) {
+            finish_read(n, rd, ST(NO_QUORUM),
+                        rv == RAFT_ENOLEADER
+                            ? "no leader is known: retry shortly"
+                            : raft_strerror(rv));
+        }
+    }
+    node_serve_reads(n);
+    return false;
+}
+
 void node_read_states(struct node* n,
                       const struct raft_read_state* states,
                       size_t count) {
     for (size_t i = 0; i < count; i++) {
+        if (states[i].context == n->read_inflight_ctx) {
+            n->read_inflight_ctx = 0; /* answered: the next batch may go */
+        }
         for (size_t j = 0; j < n->r_count; j++) {
             struct node_read* rd =
                 &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
             if (rd->env == NULL || rd->context != states[i].context) {
                 continue;
             }
+            /* a context is shared by every read of one batch */
             if (states[i].failed) {
-                finish_read(n, rd, ST(NOT_LEADER));
+                finish_read(n, rd, ST(NOT_LEADER), NULL);
             } else {
                 rd->index = states[i].index;
                 rd->known = true;
             }
-            break;
         }
     }
 }
@@ -648,7 +692,7 @@ void node_serve_reads(struct node* n) {
     for (size_t j = 0; j < n->r_count; j++) {
         struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
         if (rd->env != NULL && rd->known && rd->index <= applied) {
-            finish_read(n, rd, ST(OK));
+            finish_read(n, rd, ST(OK), NULL);
         }
     }
     while (n->r_count > 0 && n->reads[n->r_head].env == NULL) {
@@ -672,7 +716,7 @@ void node_expire_requests(struct node* n) {
     for (size_t j = 0; j < n->r_count; j++) {
         struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
         if (rd->env != NULL && rd->deadline_ms <= now) {
-            finish_read(n, rd, ST(NO_QUORUM));
+            finish_read(n, rd, ST(NO_QUORUM), NULL);
         }
     }
     node_serve_reads(n);
@@ -693,7 +737,7 @@ void node_fail_all(struct node* n) {
     for (size_t j = 0; j < n->r_count; j++) {
         struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];
         if (rd->env != NULL) {
-            finish_read(n, rd, ST(NO_QUORUM));
+            finish_read(n, rd, ST(NO_QUORUM), NULL);
         }
     }
     n->r_count = 0;

@@ -96,6 +96,15 @@ struct node_counters {
     uint64_t reads;
 };
 
+/* A raft RPC's reply handle kept until this loop round has messages for
+ * its sender (transport.h: they ride in the reply). */
+struct node_held_reply {
+    uint64_t peer; /* sender's node id */
+    struct transport_server_ctx* ctx;
+};
+
+#define NODE_HELD_MAX 64
+
 struct node {
     struct node_config cfg;
     char inproc_url[NODE_URL_MAX];
@@ -125,6 +134,8 @@ struct node {
 
     struct node_peer peers[NODE_MAX_PEERS];
     uint32_t n_peers;
+    struct node_held_reply held[NODE_HELD_MAX]; /* this loop round's */
+    size_t n_held;
 
     struct node_write* writes; /* FIFO by index */
     size_t w_head;
@@ -135,6 +146,10 @@ struct node {
     size_t r_head;
     size_t r_count;
     uint64_t next_read_ctx;
+    uint64_t read_batch_ctx;    /* context of the reads gathered, not yet
+                                   asked for, 0 = none (node_flush_reads) */
+    uint64_t read_inflight_ctx; /* follower: ReadIndex asked, unanswered */
+    uint64_t read_inflight_ms;  /* when it was asked */
     struct node_forward* forwards;
     size_t n_forwards;
     uint64_t next_cookie;
@@ -216,6 +231,10 @@ void node_fail_writes(struct node* n, int status, const char* why);
 /** Proposes the writes gathered this round in one batch; answers them on
  * failure. */
 void node_flush_proposals(struct node* n);
+/** Asks for one ReadIndex confirmation covering every read gathered so
+ * far, unless a follower's previous one is still unanswered; answers them
+ * (503) if it cannot be asked. Returns true if it asked. */
+bool node_flush_reads(struct node* n);
 void node_fail_all(struct node* n);
 
 /* node_admin.c */

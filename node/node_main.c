@@ -455,6 +455,9 @@ int main(int argc, char** argv) {
          * cut off from its quorum answers 503 promptly. */
         gc.leader_wait_ms = 2 * o.cfg.election_ticks * o.cfg.tick_ms;
         gc.quiet = 1;
+        /* The node is in this process: a function call, not a socket. */
+        gc.local_call = node_call_local;
+        gc.local_arg = n;
         rv = gw_start(&gc, &gw);
         if (rv != GW_OK) {
             fprintf(stderr, "skein-node %llu: HTTP on %s: %s\n",

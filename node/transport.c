@@ -66,16 +66,32 @@ struct peer {
     bool active;                 /* false once removed */
     char url[TRANSPORT_URL_MAX]; /* where it is dialled */
     struct channel ch[TRANSPORT_CHANNELS];
-    double fault_drop;        /* probability a request is dropped */
-    uint32_t fault_delay_ms;  /* added to each request */
-    uint32_t fault_jitter_ms; /* random extra delay */
+    uint64_t last_rtt_us;          /* last answered request */
+    uint64_t last_ok_ms;           /* monotonic ms of the last answer */
+    uint64_t consecutive_failures; /* failed requests since an answer */
+    double fault_drop;             /* probability a request is dropped */
+    uint32_t fault_delay_ms;       /* added to each request */
+    uint32_t fault_jitter_ms;      /* random extra delay */
+};
+
+/* A request from this process (transport_call_local), answered by a
+ * function call instead of a socket. Shared by the caller and the node;
+ * the last of the two to let go frees it. */
+struct local_call {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    int refs;          /* under mu: caller + node */
+    bool answered;     /* under mu */
+    uint8_t* reply;    /* under mu: packed reply (malloc'd), NULL = empty */
+    size_t reply_len;
 };
 
 struct transport_server_ctx {
     struct transport* t;
     nng_ctx ctx;
     nng_aio* aio;
-    int state; /* enum server_state */
+    int state;                /* enum server_state */
+    struct local_call* local; /* set on the handle of a local call */
 };
 
 struct transport {
@@ -107,6 +123,11 @@ static double fault_random(struct transport* t) {
     return (double)(z >> 11) / 9007199254740992.0;
 }
 
+static bool deliver_batch(struct transport* t,
+                          const Skein__EnvelopeBatch* b,
+                          struct transport_server_ctx* reply);
+static void deliver_piggybacked(struct transport* t, nng_msg* msg);
+
 static void deliver(struct transport* t, struct transport_event* ev) {
     t->cfg.deliver(t->cfg.deliver_arg, ev);
 }
@@ -137,6 +158,7 @@ static void slot_fail(struct slot* s, int error, bool delivered) {
     struct transport_event* ev;
 
     t->stats.send_failures++;
+    s->ch->peer->consecutive_failures++;
     if (t->closing) {
         return;
     }
@@ -321,6 +343,16 @@ static void slot_cb_common(struct slot* s, int rv) {
                 break;
             }
             msg = nng_aio_get_msg(s->recv_aio);
+            {
+                struct peer* p = s->ch->peer;
+                uint64_t now = now_us();
+                p->last_rtt_us = now - s->start_us;
+                p->last_ok_ms = now / 1000u;
+                p->consecutive_failures = 0;
+            }
+            /* A raft RPC's acknowledgement only feeds the health figures
+             * above: waking the node loop for each would cost a thread
+             * hand-off per message. */
             if (s->want_reply && !t->closing) {
                 struct transport_event* ev = new_event(TRANSPORT_EV_REPLY);
                 if (ev != NULL) {
@@ -337,15 +369,7 @@ static void slot_cb_common(struct slot* s, int rv) {
                     deliver(t, ev);
                 }
             } else if (!t->closing && s->ch->kind == TRANSPORT_RAFT) {
-                /* Raft acks carry the round trip time for health. */
-                struct transport_event* ev = new_event(TRANSPORT_EV_REPLY);
-                if (ev != NULL) {
-                    ev->peer = s->ch->peer->id;
-                    ev->channel = s->ch->kind;
-                    ev->cookie = s->cookie;
-                    ev->rtt_us = now_us() - s->start_us;
-                    deliver(t, ev);
-                }
+                deliver_piggybacked(t, msg);
             }
             nng_msg_free(msg);
             slot_next(s);
@@ -555,6 +579,25 @@ int transport_send(struct transport* t,
     return 0;
 }
 
+int transport_peer_health(struct transport* t,
+                          uint64_t peer,
+                          struct transport_peer_health* out) {
+    struct peer* p;
+    int rv = -1;
+
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&t->mu);
+    p = find_peer(t, peer);
+    if (p != NULL) {
+        out->last_rtt_us = p->last_rtt_us;
+        out->last_ok_ms = p->last_ok_ms;
+        out->consecutive_failures = p->consecutive_failures;
+        rv = 0;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rv;
+}
+
 void transport_set_fault(struct transport* t,
                          uint64_t peer,
                          double drop,
@@ -601,8 +644,13 @@ static void server_reply_empty(struct transport_server_ctx* c) {
 
 /* Hands each raft RPC of a batch to the node as if it came alone;
  * anything that is not a well-formed raft RPC of our cluster is dropped
- * and counted. Locked. */
-static void deliver_batch(struct transport* t, const Skein__EnvelopeBatch* b) {
+ * and counted. `reply` (may be NULL) goes with the last RPC handed over.
+ * Returns whether it was handed over. Locked. */
+static bool deliver_batch(struct transport* t,
+                          const Skein__EnvelopeBatch* b,
+                          struct transport_server_ctx* reply) {
+    struct transport_event* last = NULL;
+
     for (size_t i = 0; i < b->n_envelopes; i++) {
         Skein__Envelope* inner = skein__envelope__unpack(
             NULL, b->envelopes[i].len, b->envelopes[i].data);
@@ -621,8 +669,54 @@ static void deliver_batch(struct transport* t, const Skein__EnvelopeBatch* b) {
             continue;
         }
         ev->env = inner;
-        deliver(t, ev);
+        if (last != NULL) {
+            deliver(t, last);
+        }
+        last = ev;
     }
+    if (last == NULL) {
+        return false;
+    }
+    if (reply != NULL) {
+        reply->state = SERVER_WAIT;
+        last->reply = reply;
+    }
+    deliver(t, last);
+    return true;
+}
+
+/* A raft RPC's reply that carries the peer's own raft messages to us
+ * (transport_reply_bytes): handed to the node like requests. Locked. */
+static void deliver_piggybacked(struct transport* t, nng_msg* msg) {
+    Skein__Envelope* env;
+    struct transport_event* ev;
+
+    if (nng_msg_len(msg) == 0) {
+        return; /* a plain acknowledgement */
+    }
+    env = skein__envelope__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+    if (env == NULL ||
+        (env->has_cluster_id && env->cluster_id != t->cfg.cluster_id)) {
+        t->stats.decode_errors++;
+        if (env != NULL) {
+            skein__envelope__free_unpacked(env, NULL);
+        }
+        return;
+    }
+    t->stats.received++;
+    if (env->body_case == SKEIN__ENVELOPE__BODY_BATCH) {
+        (void)deliver_batch(t, env->batch, NULL);
+        skein__envelope__free_unpacked(env, NULL);
+        return;
+    }
+    if (!codec_is_raft_body(env) ||
+        (ev = new_event(TRANSPORT_EV_REQUEST)) == NULL) {
+        t->stats.decode_errors++;
+        skein__envelope__free_unpacked(env, NULL);
+        return;
+    }
+    ev->env = env;
+    deliver(t, ev);
 }
 
 /* Takes a received request apart; returns with the next state set. */
@@ -646,8 +740,11 @@ static void server_received(struct transport_server_ctx* c, nng_msg* msg) {
         return;
     }
     if (env->body_case == SKEIN__ENVELOPE__BODY_BATCH) {
-        server_reply_empty(c);
-        deliver_batch(t, env->batch);
+        /* The last RPC of the batch carries the reply handle: the node
+         * answers with its own raft messages to the sender, if any. */
+        if (!deliver_batch(t, env->batch, c)) {
+            server_reply_empty(c);
+        }
         skein__envelope__free_unpacked(env, NULL);
         return;
     }
@@ -658,12 +755,8 @@ static void server_received(struct transport_server_ctx* c, nng_msg* msg) {
         return;
     }
     ev->env = env;
-    if (codec_is_raft_body(env)) {
-        server_reply_empty(c);
-    } else {
-        c->state = SERVER_WAIT;
-        ev->reply = c;
-    }
+    c->state = SERVER_WAIT;
+    ev->reply = c; /* raft RPCs too: see transport_reply_bytes */
     deliver(t, ev);
 }
 
@@ -702,11 +795,179 @@ static void server_cb(void* arg) {
     pthread_mutex_unlock(&t->mu);
 }
 
+static void local_call_release(struct transport_server_ctx* c) {
+    struct local_call* lc = c->local;
+    pthread_mutex_lock(&lc->mu);
+    bool last = --lc->refs == 0;
+    pthread_mutex_unlock(&lc->mu);
+    if (last) {
+        free(lc->reply);
+        pthread_cond_destroy(&lc->cv);
+        pthread_mutex_destroy(&lc->mu);
+        free(c);
+    }
+}
+
+/* Answers a local call: the reply is packed (the caller decodes it as it
+ * would a socket's) and the waiting thread is woken. No global lock. */
+static void local_reply(struct transport_server_ctx* c,
+                        const Skein__Envelope* env) {
+    struct local_call* lc = c->local;
+    uint8_t* buf = NULL;
+    size_t len = 0;
+
+    if (env != NULL) {
+        len = skein__envelope__get_packed_size(env);
+        buf = malloc(len > 0 ? len : 1);
+        if (buf != NULL) {
+            skein__envelope__pack(env, buf);
+        } else {
+            len = 0;
+        }
+    }
+    pthread_mutex_lock(&lc->mu);
+    if (!lc->answered) {
+        lc->answered = true;
+        lc->reply = buf;
+        lc->reply_len = len;
+        buf = NULL;
+        pthread_cond_signal(&lc->cv);
+    }
+    pthread_mutex_unlock(&lc->mu);
+    free(buf);
+    local_call_release(c);
+}
+
+int transport_call_local(struct transport* t,
+                         const uint8_t* data,
+                         size_t len,
+                         uint32_t timeout_ms,
+                         uint8_t** reply,
+                         size_t* reply_len) {
+    struct transport_server_ctx* c;
+    struct local_call* lc;
+    struct transport_event* ev;
+    Skein__Envelope* env;
+    struct timespec until;
+    int rv = TRANSPORT_LOCAL_TIMEOUT;
+
+    *reply = NULL;
+    *reply_len = 0;
+    if (__atomic_load_n(&t->closing, __ATOMIC_ACQUIRE)) {
+        return TRANSPORT_LOCAL_UNAVAILABLE;
+    }
+    env = skein__envelope__unpack(NULL, len, data);
+    if (env == NULL || codec_is_raft_body(env) ||
+        env->body_case == SKEIN__ENVELOPE__BODY_BATCH ||
+        (env->has_cluster_id && env->cluster_id != t->cfg.cluster_id)) {
+        /* Local callers send client and admin requests only. */
+        if (env != NULL) {
+            skein__envelope__free_unpacked(env, NULL);
+        }
+        return TRANSPORT_LOCAL_INVALID;
+    }
+    c = calloc(1, sizeof(*c) + sizeof(*lc));
+    ev = new_event(TRANSPORT_EV_REQUEST);
+    if (c == NULL || ev == NULL) {
+        free(c);
+        free(ev);
+        skein__envelope__free_unpacked(env, NULL);
+        return TRANSPORT_LOCAL_UNAVAILABLE;
+    }
+    lc = (struct local_call*)(c + 1);
+    c->t = t;
+    c->state = SERVER_WAIT;
+    c->local = lc;
+    lc->refs = 2;
+    pthread_mutex_init(&lc->mu, NULL);
+    {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&lc->cv, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    ev->env = env;
+    ev->reply = c;
+    deliver(t, ev); /* the node now owns one reference through ev->reply */
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000u);
+    until.tv_nsec += (long)(timeout_ms % 1000u) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&lc->mu);
+    while (!lc->answered) {
+        if (pthread_cond_timedwait(&lc->cv, &lc->mu, &until) != 0 &&
+            !lc->answered) {
+            break;
+        }
+    }
+    if (lc->answered) {
+        *reply = lc->reply;
+        *reply_len = lc->reply_len;
+        lc->reply = NULL;
+        rv = TRANSPORT_LOCAL_OK;
+    } else {
+        lc->answered = true; /* a late answer is dropped */
+    }
+    pthread_mutex_unlock(&lc->mu);
+    local_call_release(c);
+    return rv;
+}
+
+void transport_reply_bytes(struct transport_server_ctx* c,
+                           const uint8_t* data,
+                           size_t len) {
+    struct transport* t = c->t;
+    nng_msg* msg = NULL;
+
+    if (c->local != NULL) {
+        /* Local calls are never raft RPCs; answer empty. */
+        local_reply(c, NULL);
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    if (t->closing || c->state != SERVER_WAIT) {
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    if (len > 0 && nng_msg_alloc(&msg, len) == 0) {
+        memcpy(nng_msg_body(msg), data, len);
+    }
+    if (msg == NULL) {
+        server_reply_empty(c);
+    } else {
+        server_send(c, msg);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+bool transport_peer_faulty(struct transport* t, uint64_t peer) {
+    struct peer* p;
+    bool faulty = false;
+
+    pthread_mutex_lock(&t->mu);
+    p = find_peer(t, peer);
+    if (p != NULL) {
+        faulty = p->fault_drop > 0 || p->fault_delay_ms > 0 ||
+                 p->fault_jitter_ms > 0;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return faulty;
+}
+
 void transport_reply(struct transport_server_ctx* c,
                      const Skein__Envelope* env) {
     struct transport* t = c->t;
     nng_msg* msg = NULL;
 
+    if (c->local != NULL) {
+        local_reply(c, env);
+        return;
+    }
     pthread_mutex_lock(&t->mu);
     if (t->closing || c->state != SERVER_WAIT) {
         pthread_mutex_unlock(&t->mu);
@@ -800,7 +1061,7 @@ void transport_stop(struct transport* t) {
         return;
     }
     pthread_mutex_lock(&t->mu);
-    t->closing = true;
+    __atomic_store_n(&t->closing, true, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&t->mu);
     for (uint32_t i = 0; t->servers != NULL && i < t->n_servers; i++) {
         if (t->servers[i].aio != NULL) {

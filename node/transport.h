@@ -8,10 +8,14 @@
  * Automatic resend is disabled: Raft and the client layer retry themselves,
  * so a duplicate never reaches a peer behind our back (NOTES.md).
  *
- * Raft RPCs are one-way: the receiver acknowledges with an empty reply at
- * once and the answer travels as a request of its own. Client, admin and
- * snapshot requests are handed to the node with a reply handle; the node
- * answers through transport_reply() when it is done.
+ * Raft RPCs are one-way messages, but their REQ/REP reply is not wasted:
+ * a raft RPC (or batch) is handed to the node with a reply handle, and the
+ * node answers it with its own raft messages to the sender when its loop
+ * round produces some (transport_reply_bytes; the sender hands them to its
+ * node like requests), else with an empty reply. Messages that find no
+ * held reply travel as requests of their own. Client, admin and snapshot
+ * requests are handed to the node with a reply handle; the node answers
+ * through transport_reply() when it is done. Every handle must be answered.
  *
  * Threads: callbacks run on nng's threads and only call `deliver`. Every
  * other function may be called from any thread.
@@ -123,6 +127,60 @@ int transport_send(struct transport* t,
  */
 void transport_reply(struct transport_server_ctx* ctx,
                      const Skein__Envelope* env);
+
+/** Outcomes of transport_call_local. */
+enum transport_local_result {
+    TRANSPORT_LOCAL_OK = 0,           /* *reply set */
+    TRANSPORT_LOCAL_UNAVAILABLE = -1, /* not delivered (closing, memory) */
+    TRANSPORT_LOCAL_INVALID = -2,     /* not a client/admin request of ours */
+    TRANSPORT_LOCAL_TIMEOUT = -3,     /* delivered, no answer in time */
+};
+
+/**
+ * A request from this process, without a socket: the embedded gateway's
+ * path to its own node. `data` is a packed Envelope (client or admin
+ * request); it is decoded on the calling thread and handed to the node like
+ * a request from the network, and the calling thread sleeps until the node
+ * answers or `timeout_ms` passes (a later answer is dropped). Saves the
+ * four thread hand-offs of a request/reply over nng inproc://. Returns an
+ * enum transport_local_result; on TRANSPORT_LOCAL_OK *reply is the packed
+ * reply (malloc'd, caller frees; NULL with *reply_len 0 for an empty one).
+ */
+int transport_call_local(struct transport* t,
+                         const uint8_t* data,
+                         size_t len,
+                         uint32_t timeout_ms,
+                         uint8_t** reply,
+                         size_t* reply_len);
+
+/**
+ * Answers a request handed over with a reply handle with `len` packed
+ * bytes (copied): for a raft RPC, an Envelope (raft message or batch) for
+ * the sender; 0 bytes is an empty reply. The handle is invalid afterwards.
+ */
+void transport_reply_bytes(struct transport_server_ctx* ctx,
+                           const uint8_t* data,
+                           size_t len);
+
+/** Whether fault injection is set for `peer` (its messages must then go
+ * through transport_send, where faults apply). */
+bool transport_peer_faulty(struct transport* t, uint64_t peer);
+
+/** How a peer answered our requests lately (all channels). */
+struct transport_peer_health {
+    uint64_t last_rtt_us;          /* round trip of the last answer */
+    uint64_t last_ok_ms;           /* CLOCK_MONOTONIC ms of it, 0 = none */
+    uint64_t consecutive_failures; /* failed requests since then */
+};
+
+/**
+ * Fills *out for `peer`. Raft RPC acknowledgements are not delivered as
+ * events; this is where their round trip times go. Returns 0, or -1 (out
+ * zeroed) for an unknown peer.
+ */
+int transport_peer_health(struct transport* t,
+                          uint64_t peer,
+                          struct transport_peer_health* out);
 
 /** Copies the counters. */
 void transport_stats(struct transport* t, struct transport_stats* out);

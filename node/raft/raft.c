@@ -1928,8 +1928,27 @@ static raft_index apply_limit(const struct raft* r) {
     return r->commit < r->persisted ? r->commit : r->persisted;
 }
 
+/* The last heartbeat round is still waiting for its quorum and left less
+ * than a heartbeat interval ago. Reads registered meanwhile wait for it and
+ * then share the next round: under load one round is in flight at a time
+ * instead of one per ready batch, which costs each follower a message in
+ * and out per round. A round that was lost is replaced by the next
+ * heartbeat tick. */
+static bool read_round_in_flight(const struct raft* r) {
+    uint64_t s = r->read_seq_sent;
+    uint32_t quorum = raft_quorum_size(raft_conf_voter_count(current_conf(r)));
+
+    if (s == 0 || r->hb_rounds[s % RAFT_HB_ROUNDS] != s ||
+        read_acks_for(r, s) >= quorum) {
+        return false;
+    }
+    return r->ticks - r->hb_round_ticks[s % RAFT_HB_ROUNDS] <
+           r->cfg.heartbeat_ticks;
+}
+
 static bool read_round_pending(const struct raft* r) {
-    return r->role == RAFT_LEADER && r->read_seq > r->read_seq_sent;
+    return r->role == RAFT_LEADER && r->read_seq > r->read_seq_sent &&
+           !read_round_in_flight(r);
 }
 
 bool raft_has_ready(const struct raft* r) {
