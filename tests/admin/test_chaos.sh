@@ -36,7 +36,7 @@ t_log "transfer-leader auto, force-resync of a follower"
 "$CTL" cluster transfer-leader --data "$D" --to auto || t_fail "transfer-leader auto"
 # A follower by its host:port (node 0 preferred: ids may be 0, FINDINGS G2).
 target=$("$CTL" cluster status --data "$D" |
-         awk '$4 == "follower" { print $1 " " $3 }' | sort -k2n | head -n 1 | cut -d' ' -f1)
+         awk '$4 == "follower" { print $1 " " $3 }' | sort -k2n | sed -n 1p | cut -d' ' -f1)
 [ -n "$target" ] || t_fail "no follower to resync"
 "$CTL" cluster resync --data "$D" --target "$target" || t_fail "resync $target"
 

@@ -453,7 +453,7 @@ f_workload_worker() {
         key="$name-$w-$seq"
         t0=$(f_now_ms)
         out=$(F_RPC_TIMEOUT=3 f_wire "$node" create "$key" "v$seq" "$key-$$")
-        st=$(f_kv "$(echo "$out" | head -n 1)" status)
+        st=$(f_kv "$(echo "$out" | sed -n 1p)" status)
         if [ "$st" = OK ]; then
             id=$(f_kv "$(echo "$out" | grep '^entry ')" id)
             echo "ack $id $key" >>"$F_DIR/acked"
@@ -556,9 +556,9 @@ f_check_acked() {
     dump=$(f_dump "$i") || f_fail "cannot list node $i's entries"
     missing=$(awk 'NR == FNR { have[$1 " " $2] = 1; next }
                    !(($2 " " $3) in have) { print $2 " " $3 }' \
-                  <(echo "$dump") "$F_DIR/acked" | head -n 5)
+                  <(echo "$dump") "$F_DIR/acked" | sed -n 1,5p)
     [ -z "$missing" ] || f_fail "acknowledged writes lost on node $i (first: $missing)"
-    sample=$(awk 'NR % 7 == 1' "$F_DIR/acked" | head -n 20)
+    sample=$(awk 'NR % 7 == 1 && ++n <= 20' "$F_DIR/acked")
     while read -r _ id key; do
         out=$(f_read "$i" "$id")
         [[ $out == status=OK* ]] && [ "$(f_kv "$(echo "$out" | grep '^entry ')" key)" = "$key" ] ||

@@ -24,7 +24,7 @@ f_workload_start w "${others[@]}"
         for mode in linearizable lease; do
             a=$(f_now_ms)
             out=$(F_RPC_TIMEOUT=2 f_wire "$old" get "$x" "$mode")
-            st=$(f_kv "$(echo "$out" | head -n 1)" status)
+            st=$(f_kv "$(echo "$out" | sed -n 1p)" status)
             val=$(f_kv "$(echo "$out" | grep '^entry ')" value)
             echo "$a $(f_now_ms) $mode ${st:-TIMEOUT} ${val:--}" >>"$F_DIR/reads"
         done
@@ -69,7 +69,7 @@ for k in 1 2 3; do
     out=$(F_RPC_TIMEOUT=3 f_wire "$old" create iso-$k v iso-$k-$$)
     [[ $out == status=OK* ]] && f_fail "isolated old leader acknowledged a write: $out"
 done
-f_ok "isolated node $old acknowledged none of 3 writes ($(echo "${out:-timeout}" | head -n 1))"
+f_ok "isolated node $old acknowledged none of 3 writes ($(echo "${out:-timeout}" | sed -n 1p))"
 f_assert_frozen "$old" "${others[*]}"
 
 sleep 1

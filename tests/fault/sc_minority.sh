@@ -25,7 +25,7 @@ for i in "${minority[@]}"; do
     out=$(F_RPC_TIMEOUT=3 f_wire "$i" create min-$i v min-$i-$$)
     [[ $out == status=OK* ]] && f_fail "minority node $i acknowledged a write: $out"
 done
-f_ok "the minority acknowledged no write ($(echo "${out:-timeout}" | head -n 1))"
+f_ok "the minority acknowledged no write ($(echo "${out:-timeout}" | sed -n 1p))"
 sleep 4
 t1=$(f_now_ms)
 bad=$(f_obs_first "$t0" "role == 3 && index(\" ${minority[*]} \", \" \" id \" \")")

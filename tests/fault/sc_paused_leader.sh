@@ -25,7 +25,7 @@ for mode in linearizable lease; do
         while [ ! -e "$F_DIR/stop-reader" ]; do
             a=$(f_now_ms)
             out=$(F_RPC_TIMEOUT=3 f_wire "$old" get "$x" "$mode")
-            st=$(f_kv "$(echo "$out" | head -n 1)" status)
+            st=$(f_kv "$(echo "$out" | sed -n 1p)" status)
             val=$(f_kv "$(echo "$out" | grep '^entry ')" value)
             echo "$a $(f_now_ms) $mode ${st:-TIMEOUT} ${val:--}" >>"$F_DIR/reads"
         done

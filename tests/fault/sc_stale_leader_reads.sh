@@ -79,7 +79,7 @@ for k in 1 2 3 4 5 6; do
     (
         a=$(f_now_ms)
         out=$(F_RPC_TIMEOUT=2 f_wire "$old" get "$x" linearizable)
-        st=$(f_kv "$(echo "$out" | head -n 1)" status)
+        st=$(f_kv "$(echo "$out" | sed -n 1p)" status)
         val=$(f_kv "$(echo "$out" | grep '^entry ')" value)
         echo "$a $(f_now_ms) ${st:-TIMEOUT} ${val:--}" >>"$F_DIR/reads"
     ) &
@@ -112,7 +112,7 @@ f_timing stepdown_ms "$ms"
 f_ok "old leader $old stepped down ${ms} ms after the partition (CheckQuorum round $((LONG * 30)) ms)"
 out=$(F_RPC_TIMEOUT=3 f_wire "$old" create iso v iso-$$)
 [[ $out == status=OK* ]] && f_fail "isolated old leader acknowledged a write: $out"
-f_ok "isolated node $old acknowledged no write ($(echo "${out:-timeout}" | head -n 1))"
+f_ok "isolated node $old acknowledged no write ($(echo "${out:-timeout}" | sed -n 1p))"
 
 f_heal_partition
 deadline=$((SECONDS + 15))

@@ -156,7 +156,7 @@ t_http() {
 
 # t_json FIELD: the first string or number value of "FIELD" in stdin.
 t_json() {
-    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n 1
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | sed -n 1p
 }
 
 # t_http_leader: the node id whose /status says is_leader, or "".

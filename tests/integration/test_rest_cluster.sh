@@ -115,7 +115,7 @@ t_wait_converged $members >/dev/null || t_fail "no convergence after resyncing n
 # which dies; the retry elsewhere with the same key must not apply twice.
 t_http "$leader" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1' >/dev/null
 t_kill_node "$leader"
-other=$(t_ids_except "$f" "$leader" | head -n 1)
+other=$(t_ids_except "$f" "$leader" | sed -n 1p)
 deadline=$((SECONDS + 15)); r=""
 while [ $SECONDS -lt $deadline ]; do
     r=$(t_http "$other" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1')
