@@ -313,6 +313,9 @@ static void handle_event(struct node* n, struct transport_event* ev) {
         case SKEIN__ENVELOPE__BODY_INSTALL_SNAPSHOT:
             node_snapshot_on_chunk(n, ev);
             break;
+        case SKEIN__ENVELOPE__BODY_FORWARD_BATCH:
+            node_handle_forward_batch(n, ev);
+            break;
         default:
             if (codec_is_raft_body(ev->env)) {
                 handle_raft_message(n, ev);
@@ -833,6 +836,7 @@ static void* node_loop(void* arg) {
             transport_event_free(batch[i]);
         }
         node_flush_proposals(n);
+        node_flush_forwards(n);
         node_flush_reads(n);
         tick(n);
         process_ready(n);

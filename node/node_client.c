@@ -11,6 +11,9 @@
 #include "codec.h"
 #include "node_internal.h"
 
+/* Bytes of forwarded writes gathered before a ForwardBatch leaves early. */
+#define NODE_FORWARD_BATCH_BYTES ((size_t)4 << 20)
+
 #define ST(x) SKEIN__CLIENT_RESPONSE__STATUS__##x
 
 /* ------------------------------------------------------------------ */
@@ -237,29 +240,179 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev) {
     env.body_case = ev->env->body_case;
     if (admin) {
         env.admin_request = ev->env->admin_request;
+        node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
+                           f->cookie, true);
+        return;
+    }
+    env.client_request = ev->env->client_request;
+    if (env.client_request->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE) {
+        /* The entry records the node the client talked to. */
+        env.client_request->create->has_source_node = 1;
+        env.client_request->create->source_node = n->cfg.id;
+    }
+    /* Client writes wait for the end of the round and travel together
+     * (node_flush_forwards): one request to the leader, not one each. */
+    {
+        struct node_forward_batch* b = &n->fwd_batch;
+        uint8_t* buf;
+        size_t len;
+        if (b->count == NODE_FORWARD_BATCH_MAX ||
+            b->bytes >= NODE_FORWARD_BATCH_BYTES) {
+            node_flush_forwards(n);
+        }
+        if (codec_pack_envelope(&env, &buf, &len) != 0) {
+            reply_forward_failure(n, f->reply, false, ST(INTERNAL),
+                                  "out of memory");
+            f->used = false;
+            n->n_forwards--;
+            return;
+        }
+        f->cookie = 0;
+        b->fwd[b->count] = f;
+        b->req[b->count].data = buf;
+        b->req[b->count].len = len;
+        b->count++;
+        b->bytes += len;
+    }
+}
+
+void node_flush_forwards(struct node* n) {
+    struct node_forward_batch* b = &n->fwd_batch;
+    raft_node_id leader = raft_leader(n->raft);
+    uint64_t cookie;
+
+    if (b->count == 0) {
+        return;
+    }
+    cookie = ++n->next_cookie & ~(1ULL << 63);
+    for (size_t i = 0; i < b->count; i++) {
+        b->fwd[i]->cookie = cookie;
+        b->fwd[i]->batch_pos = i;
+    }
+    if (leader == 0 || node_peer_of(n, codec_node_id(leader)) == NULL ||
+        raft_role(n->raft) == RAFT_LEADER) {
+        /* The leader went away (or is us now) during the round: nothing
+         * was sent, so the clients may simply retry. */
+        for (size_t i = 0; i < b->count; i++) {
+            reply_forward_failure(n, b->fwd[i]->reply, false, ST(NO_QUORUM),
+                                  "no leader is known: retry shortly");
+            b->fwd[i]->used = false;
+            n->n_forwards--;
+        }
+    } else if (b->count == 1) {
+        if (transport_send(n->tr, codec_node_id(leader), TRANSPORT_BULK,
+                           b->req[0].data, b->req[0].len, cookie, true) != 0) {
+            reply_forward_failure(n, b->fwd[0]->reply, false, ST(NO_QUORUM),
+                                  "the leader is unreachable: retry shortly");
+            b->fwd[0]->used = false;
+            n->n_forwards--;
+        }
     } else {
-        env.client_request = ev->env->client_request;
-        if (env.client_request->op_case == SKEIN__CLIENT_REQUEST__OP_CREATE) {
-            /* The entry records the node the client talked to. */
-            env.client_request->create->has_source_node = 1;
-            env.client_request->create->source_node = n->cfg.id;
+        Skein__ForwardBatch fb = SKEIN__FORWARD_BATCH__INIT;
+        Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+        fb.n_requests = b->count;
+        fb.requests = b->req;
+        env.has_cluster_id = 1;
+        env.cluster_id = n->cfg.cluster_id;
+        env.has_from = 1;
+        env.from = n->cfg.id;
+        env.body_case = SKEIN__ENVELOPE__BODY_FORWARD_BATCH;
+        env.forward_batch = &fb;
+        node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
+                           cookie, true);
+    }
+    for (size_t i = 0; i < b->count; i++) {
+        free(b->req[i].data);
+    }
+    b->count = 0;
+    b->bytes = 0;
+}
+
+void node_handle_forward_batch(struct node* n, struct transport_event* ev) {
+    const Skein__ForwardBatch* fb = ev->env->forward_batch;
+    struct transport_server_ctx* first;
+
+    if (ev->reply == NULL) {
+        return;
+    }
+    if (fb == NULL || fb->n_requests == 0 ||
+        fb->n_requests > NODE_FORWARD_BATCH_MAX ||
+        (first = transport_split_reply(ev->reply, fb->n_requests)) == NULL) {
+        transport_reply(ev->reply, NULL); /* refused: the sender fails them */
+        ev->reply = NULL;
+        return;
+    }
+    ev->reply = NULL;
+    for (size_t i = 0; i < fb->n_requests; i++) {
+        struct transport_event sub;
+        memset(&sub, 0, sizeof(sub));
+        sub.type = TRANSPORT_EV_REQUEST;
+        sub.reply = transport_split_part(first, i);
+        sub.env = skein__envelope__unpack(NULL, fb->requests[i].len,
+                                          fb->requests[i].data);
+        if (sub.env == NULL ||
+            sub.env->body_case != SKEIN__ENVELOPE__BODY_CLIENT_REQUEST ||
+            !sub.env->has_from) {
+            reply_status(n, sub.reply, NULL, ST(BAD_REQUEST),
+                         "a forwarded batch holds something else than a "
+                         "forwarded client request");
+        } else {
+            node_handle_client(n, &sub);
+            if (sub.reply != NULL) {
+                transport_reply(sub.reply, NULL);
+            }
+        }
+        if (sub.env != NULL) {
+            skein__envelope__free_unpacked(sub.env, NULL);
         }
     }
-    node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
-                       f->cookie, true);
+}
+
+/* The answer to forward f inside a ForwardBatchResponse, or NULL. */
+static Skein__Envelope* batch_answer(const struct transport_event* ev,
+                                     const struct node_forward* f) {
+    const Skein__ForwardBatchResponse* r;
+    Skein__Envelope* e;
+
+    if (ev->type != TRANSPORT_EV_REPLY || ev->env == NULL ||
+        ev->env->body_case != SKEIN__ENVELOPE__BODY_FORWARD_BATCH_RESPONSE ||
+        (r = ev->env->forward_batch_response) == NULL ||
+        f->batch_pos >= r->n_responses) {
+        return NULL;
+    }
+    e = skein__envelope__unpack(NULL, r->responses[f->batch_pos].len,
+                                r->responses[f->batch_pos].data);
+    if (e != NULL && e->body_case != SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE) {
+        skein__envelope__free_unpacked(e, NULL);
+        e = NULL;
+    }
+    return e;
 }
 
 void node_handle_forward_reply(struct node* n, struct transport_event* ev) {
-    for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
+    /* Every forward sent in the request (a ForwardBatch carries several
+     * under one cookie) gets its answer or the failure. */
+    /* Slots are taken first-fit, so the used ones sit low: the scan stops
+     * once it has seen them all instead of walking the whole table. */
+    size_t used_left = n->n_forwards;
+    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
         struct node_forward* f = &n->forwards[i];
         Skein__Envelope__BodyCase want =
             f->admin ? SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE
                      : SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE;
-        if (!f->used || f->cookie != ev->cookie) {
+        Skein__Envelope* part;
+        if (!f->used) {
             continue;
         }
-        if (ev->type == TRANSPORT_EV_REPLY && ev->env != NULL &&
-            ev->env->body_case == want) {
+        used_left--;
+        if (f->cookie != ev->cookie) {
+            continue;
+        }
+        if (!f->admin && (part = batch_answer(ev, f)) != NULL) {
+            transport_reply(f->reply, part);
+            skein__envelope__free_unpacked(part, NULL);
+        } else if (ev->type == TRANSPORT_EV_REPLY && ev->env != NULL &&
+                   ev->env->body_case == want) {
             transport_reply(f->reply, ev->env);
         } else if (ev->type == TRANSPORT_EV_FAILED && !ev->delivered) {
             /* Never reached the leader: safe to say so. */
@@ -274,7 +427,6 @@ void node_handle_forward_reply(struct node* n, struct transport_event* ev) {
         }
         f->used = false;
         n->n_forwards--;
-        return;
     }
 }
 
@@ -720,8 +872,10 @@ void node_expire_requests(struct node* n) {
         }
     }
     node_serve_reads(n);
-    for (size_t i = 0; i < NODE_PENDING_MAX && n->n_forwards > 0; i++) {
+    size_t used_left = n->n_forwards;
+    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
         struct node_forward* f = &n->forwards[i];
+        used_left -= f->used ? 1 : 0;
         if (f->used && f->deadline_ms + 1000 <= now) {
             reply_forward_failure(n, f->reply, f->admin, ST(UNKNOWN_OUTCOME),
                                   "the leader did not answer the forwarded "
@@ -733,6 +887,11 @@ void node_expire_requests(struct node* n) {
 }
 
 void node_fail_all(struct node* n) {
+    for (size_t i = 0; i < n->fwd_batch.count; i++) {
+        free(n->fwd_batch.req[i].data); /* their forwards are failed below */
+    }
+    n->fwd_batch.count = 0;
+    n->fwd_batch.bytes = 0;
     node_fail_writes(n, ST(UNKNOWN_OUTCOME), "the node is shutting down");
     for (size_t j = 0; j < n->r_count; j++) {
         struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];

@@ -66,11 +66,21 @@ struct node_read {
 
 /* A request forwarded to the leader, waiting for its answer. */
 struct node_forward {
-    uint64_t cookie;
+    uint64_t cookie; /* of the request that carries it (0 = not sent yet) */
     struct transport_server_ctx* reply;
     uint64_t deadline_ms;
     bool used;
-    bool admin; /* an admin request: answered with an AdminResponse */
+    bool admin;       /* an admin request: answered with an AdminResponse */
+    size_t batch_pos; /* its place in a ForwardBatch */
+};
+
+/* Client writes gathered this loop round for the leader (ForwardBatch). */
+#define NODE_FORWARD_BATCH_MAX 256
+struct node_forward_batch {
+    struct node_forward* fwd[NODE_FORWARD_BATCH_MAX];
+    ProtobufCBinaryData req[NODE_FORWARD_BATCH_MAX]; /* packed, owned */
+    size_t count;
+    size_t bytes;
 };
 
 /* Log writes waiting for disk space, in log order. */
@@ -152,6 +162,7 @@ struct node {
     uint64_t read_inflight_ms;  /* when it was asked */
     struct node_forward* forwards;
     size_t n_forwards;
+    struct node_forward_batch fwd_batch;
     uint64_t next_cookie;
 
     /* Incoming snapshot. */
@@ -218,6 +229,12 @@ void node_handle_client(struct node* n, struct transport_event* ev);
 void node_handle_forward_reply(struct node* n, struct transport_event* ev);
 /** Relays a client write or admin change to the leader; answers it. */
 void node_forward_to_leader(struct node* n, struct transport_event* ev);
+/** Sends the client writes gathered this round to the leader, several in
+ * one ForwardBatch request. */
+void node_flush_forwards(struct node* n);
+/** The leader's side of a ForwardBatch: each request is handled as if it
+ * came alone; one reply answers them all. */
+void node_handle_forward_batch(struct node* n, struct transport_event* ev);
 void node_apply_results(struct node* n,
                         const struct raft_entry* entries,
                         const struct kv_result* results,

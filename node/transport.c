@@ -86,12 +86,24 @@ struct local_call {
     size_t reply_len;
 };
 
+/* One reply handle answered by many (transport_split_reply). */
+struct split_reply {
+    pthread_mutex_t mu;
+    struct transport_server_ctx* parent;
+    size_t n;
+    size_t remaining;                  /* under mu */
+    ProtobufCBinaryData* answers;      /* under mu: packed Envelopes */
+    struct transport_server_ctx* subs; /* n handles */
+};
+
 struct transport_server_ctx {
     struct transport* t;
     nng_ctx ctx;
     nng_aio* aio;
-    int state;                /* enum server_state */
-    struct local_call* local; /* set on the handle of a local call */
+    int state;                 /* enum server_state */
+    struct local_call* local;  /* set on the handle of a local call */
+    struct split_reply* split; /* set on a part of a split handle */
+    size_t split_index;
 };
 
 struct transport {
@@ -859,6 +871,7 @@ int transport_call_local(struct transport* t,
     env = skein__envelope__unpack(NULL, len, data);
     if (env == NULL || codec_is_raft_body(env) ||
         env->body_case == SKEIN__ENVELOPE__BODY_BATCH ||
+        env->body_case == SKEIN__ENVELOPE__BODY_FORWARD_BATCH ||
         (env->has_cluster_id && env->cluster_id != t->cfg.cluster_id)) {
         /* Local callers send client and admin requests only. */
         if (env != NULL) {
@@ -918,12 +931,20 @@ int transport_call_local(struct transport* t,
     return rv;
 }
 
+static void split_answer(struct transport_server_ctx* c,
+                         const uint8_t* data,
+                         size_t len);
+
 void transport_reply_bytes(struct transport_server_ctx* c,
                            const uint8_t* data,
                            size_t len) {
     struct transport* t = c->t;
     nng_msg* msg = NULL;
 
+    if (c->split != NULL) {
+        split_answer(c, data, len);
+        return;
+    }
     if (c->local != NULL) {
         /* Local calls are never raft RPCs; answer empty. */
         local_reply(c, NULL);
@@ -959,11 +980,115 @@ bool transport_peer_faulty(struct transport* t, uint64_t peer) {
     return faulty;
 }
 
+struct transport_server_ctx* transport_split_reply(
+    struct transport_server_ctx* parent,
+    size_t n) {
+    struct split_reply* sp;
+
+    if (n == 0 || parent->split != NULL || parent->local != NULL) {
+        return NULL;
+    }
+    sp = calloc(1, sizeof(*sp));
+    if (sp == NULL) {
+        return NULL;
+    }
+    sp->answers = calloc(n, sizeof(*sp->answers));
+    sp->subs = calloc(n, sizeof(*sp->subs));
+    if (sp->answers == NULL || sp->subs == NULL) {
+        free(sp->answers);
+        free(sp->subs);
+        free(sp);
+        return NULL;
+    }
+    pthread_mutex_init(&sp->mu, NULL);
+    sp->parent = parent;
+    sp->n = n;
+    sp->remaining = n;
+    for (size_t i = 0; i < n; i++) {
+        sp->subs[i].t = parent->t;
+        sp->subs[i].state = SERVER_WAIT;
+        sp->subs[i].split = sp;
+        sp->subs[i].split_index = i;
+    }
+    return sp->subs;
+}
+
+struct transport_server_ctx* transport_split_part(
+    struct transport_server_ctx* first,
+    size_t i) {
+    return first->split != NULL && i < first->split->n ? &first->split->subs[i]
+                                                       : NULL;
+}
+
+/* Keeps one part's answer; the last one sends them all (a
+ * ForwardBatchResponse) through the parent handle and frees the split. */
+static void split_answer(struct transport_server_ctx* c,
+                         const uint8_t* data,
+                         size_t len) {
+    struct split_reply* sp = c->split;
+    ProtobufCBinaryData* a = &sp->answers[c->split_index];
+    uint8_t* copy = len > 0 ? malloc(len) : NULL;
+    bool last = false;
+
+    if (copy != NULL) {
+        memcpy(copy, data, len);
+    }
+    pthread_mutex_lock(&sp->mu);
+    if (c->state == SERVER_WAIT) {
+        c->state = SERVER_RECV; /* answered: a second answer is ignored */
+        a->data = copy;
+        a->len = copy != NULL ? len : 0;
+        copy = NULL;
+        last = --sp->remaining == 0;
+    }
+    pthread_mutex_unlock(&sp->mu);
+    free(copy);
+    if (!last) {
+        return;
+    }
+    {
+        Skein__ForwardBatchResponse fb = SKEIN__FORWARD_BATCH_RESPONSE__INIT;
+        Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+        size_t n;
+        uint8_t* buf;
+        fb.n_responses = sp->n;
+        fb.responses = sp->answers;
+        env.has_cluster_id = 1;
+        env.cluster_id = c->t->cfg.cluster_id;
+        env.body_case = SKEIN__ENVELOPE__BODY_FORWARD_BATCH_RESPONSE;
+        env.forward_batch_response = &fb;
+        n = skein__envelope__get_packed_size(&env);
+        buf = malloc(n);
+        if (buf != NULL) {
+            skein__envelope__pack(&env, buf);
+        }
+        transport_reply_bytes(sp->parent, buf, buf != NULL ? n : 0);
+        free(buf);
+    }
+    for (size_t i = 0; i < sp->n; i++) {
+        free(sp->answers[i].data);
+    }
+    pthread_mutex_destroy(&sp->mu);
+    free(sp->answers);
+    free(sp->subs);
+    free(sp);
+}
+
 void transport_reply(struct transport_server_ctx* c,
                      const Skein__Envelope* env) {
     struct transport* t = c->t;
     nng_msg* msg = NULL;
 
+    if (c->split != NULL) {
+        size_t n = env != NULL ? skein__envelope__get_packed_size(env) : 0;
+        uint8_t* buf = n > 0 ? malloc(n) : NULL;
+        if (buf != NULL) {
+            skein__envelope__pack(env, buf);
+        }
+        split_answer(c, buf, buf != NULL ? n : 0);
+        free(buf);
+        return;
+    }
     if (c->local != NULL) {
         local_reply(c, env);
         return;

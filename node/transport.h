@@ -162,6 +162,23 @@ void transport_reply_bytes(struct transport_server_ctx* ctx,
                            const uint8_t* data,
                            size_t len);
 
+/**
+ * Splits a request's reply handle into n handles, one per part of a
+ * ForwardBatch: each is answered (transport_reply) on its own, and once the
+ * last is, the parts' answers go back in one ForwardBatchResponse through
+ * the original handle. Returns the first handle (transport_split_part gives
+ * the others), or NULL (the original handle is still to be answered) if
+ * memory runs out or the handle cannot be split. The split frees itself.
+ */
+struct transport_server_ctx* transport_split_reply(
+    struct transport_server_ctx* parent,
+    size_t n);
+
+/** The i-th handle of a split (i < n), or NULL. */
+struct transport_server_ctx* transport_split_part(
+    struct transport_server_ctx* first,
+    size_t i);
+
 /** Whether fault injection is set for `peer` (its messages must then go
  * through transport_send, where faults apply). */
 bool transport_peer_faulty(struct transport* t, uint64_t peer);

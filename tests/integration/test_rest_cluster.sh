@@ -40,6 +40,35 @@ a=$(t_http 0 POST /api/kv '{"key":"idem","value":"1"}' -H 'Idempotency-Key: key-
 b=$(t_http 2 POST /api/kv '{"key":"idem","value":"1"}' -H 'Idempotency-Key: key-1')
 [ "$(echo "$a" | t_json id)" = "$(echo "$b" | t_json id)" ] || t_fail "retry applied twice: $a / $b"
 
+# Concurrent writes at a follower: they reach the leader together (one
+# ForwardBatch per loop round) and each gets its own answer: creates 201,
+# one Idempotency-Key sent five times applied once, a CAS mismatch 412.
+fw=$(( (leader + 1) % 3 ))
+before=$(t_http "$fw" GET /api/kv/count | t_json count) || true
+fport=$(t_http_port "$fw")
+for k in $(seq 1 40); do
+    curl -s -m 15 -o /dev/null -w '%{http_code}\n' -X POST \
+        --data-binary "{\"key\":\"burst:$k\",\"value\":\"b\"}" \
+        "http://127.0.0.1:$fport/api/kv" >"$T_DIR/burst.$k" &
+done
+for k in 1 2 3 4 5; do
+    curl -s -m 15 -X POST -H 'Idempotency-Key: burst-dup' \
+        --data-binary '{"key":"burst:dup","value":"d"}' \
+        "http://127.0.0.1:$fport/api/kv" >"$T_DIR/dup.$k" &
+done
+curl -s -m 15 -o /dev/null -w '%{http_code}\n' -X PUT -H "If-Match: 999999" \
+    --data-binary '{"value":"x"}' "http://127.0.0.1:$fport/api/kv/${ids[1]}" >"$T_DIR/burst.cas" &
+wait || true
+for k in $(seq 1 40); do
+    [ "$(cat "$T_DIR/burst.$k")" = 201 ] || t_fail "burst create $k via follower $fw: $(cat "$T_DIR/burst.$k")"
+done
+[ "$(cat "$T_DIR/burst.cas")" = 412 ] || t_fail "burst CAS mismatch via follower: $(cat "$T_DIR/burst.cas")"
+dup_ids=$(for k in 1 2 3 4 5; do t_json id <"$T_DIR/dup.$k"; done | sort -u)
+[ "$(echo "$dup_ids" | wc -l)" = 1 ] && [ -n "$dup_ids" ] ||
+    t_fail "one Idempotency-Key gave several entries: $dup_ids"
+after=$(t_http "$fw" GET /api/kv/count | t_json count) || true
+[ "$after" = $((before + 41)) ] || t_fail "burst: count $before -> $after, expected +41"
+
 # Errors: each status, nothing changed by bad input.
 before=$(t_http 0 GET /api/kv/count)
 t_expect 400 "$(t_http 0 POST /api/kv '{bad')" "malformed JSON"
