@@ -351,21 +351,13 @@ static void piggyback_flush(struct node* n, struct piggyback* pb) {
     } else {
         Skein__EnvelopeBatch batch = SKEIN__ENVELOPE_BATCH__INIT;
         Skein__Envelope env = SKEIN__ENVELOPE__INIT;
-        uint8_t* buf;
-        size_t len;
         batch.n_envelopes = pb->count;
         batch.envelopes = pb->bins;
         env.has_cluster_id = 1;
         env.cluster_id = n->cfg.cluster_id;
         env.body_case = SKEIN__ENVELOPE__BODY_BATCH;
         env.batch = &batch;
-        len = skein__envelope__get_packed_size(&env);
-        buf = malloc(len);
-        if (buf != NULL) {
-            skein__envelope__pack(&env, buf);
-        }
-        transport_reply_bytes(ctx, buf, buf != NULL ? len : 0);
-        free(buf);
+        transport_reply(ctx, &env);
     }
     n->held[pb->held].ctx = NULL;
     for (size_t i = 0; i < pb->count; i++) {

@@ -1049,21 +1049,13 @@ static void split_answer(struct transport_server_ctx* c,
     {
         Skein__ForwardBatchResponse fb = SKEIN__FORWARD_BATCH_RESPONSE__INIT;
         Skein__Envelope env = SKEIN__ENVELOPE__INIT;
-        size_t n;
-        uint8_t* buf;
         fb.n_responses = sp->n;
         fb.responses = sp->answers;
         env.has_cluster_id = 1;
         env.cluster_id = c->t->cfg.cluster_id;
         env.body_case = SKEIN__ENVELOPE__BODY_FORWARD_BATCH_RESPONSE;
         env.forward_batch_response = &fb;
-        n = skein__envelope__get_packed_size(&env);
-        buf = malloc(n);
-        if (buf != NULL) {
-            skein__envelope__pack(&env, buf);
-        }
-        transport_reply_bytes(sp->parent, buf, buf != NULL ? n : 0);
-        free(buf);
+        transport_reply(sp->parent, &env);
     }
     for (size_t i = 0; i < sp->n; i++) {
         free(sp->answers[i].data);
@@ -1076,40 +1068,24 @@ static void split_answer(struct transport_server_ctx* c,
 
 void transport_reply(struct transport_server_ctx* c,
                      const Skein__Envelope* env) {
-    struct transport* t = c->t;
-    nng_msg* msg = NULL;
+    uint8_t* buf = NULL;
+    size_t n = 0;
 
-    if (c->split != NULL) {
-        size_t n = env != NULL ? skein__envelope__get_packed_size(env) : 0;
-        uint8_t* buf = n > 0 ? malloc(n) : NULL;
-        if (buf != NULL) {
-            skein__envelope__pack(env, buf);
-        }
-        split_answer(c, buf, buf != NULL ? n : 0);
-        free(buf);
-        return;
-    }
     if (c->local != NULL) {
         local_reply(c, env);
         return;
     }
-    pthread_mutex_lock(&t->mu);
-    if (t->closing || c->state != SERVER_WAIT) {
-        pthread_mutex_unlock(&t->mu);
-        return;
-    }
     if (env != NULL) {
-        size_t n = skein__envelope__get_packed_size(env);
-        if (nng_msg_alloc(&msg, n) == 0) {
-            skein__envelope__pack(env, nng_msg_body(msg));
+        n = skein__envelope__get_packed_size(env);
+        buf = malloc(n > 0 ? n : 1);
+        if (buf != NULL) {
+            skein__envelope__pack(env, buf);
+        } else {
+            n = 0;
         }
     }
-    if (msg == NULL) {
-        server_reply_empty(c);
-    } else {
-        server_send(c, msg);
-    }
-    pthread_mutex_unlock(&t->mu);
+    transport_reply_bytes(c, buf, n);
+    free(buf);
 }
 
 /* ---------------------------------------------------------------- */
