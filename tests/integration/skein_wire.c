@@ -23,8 +23,17 @@
  *                                                 "follower ..." line each
  * Admin replies other than status print status=NAME (and leader_hint=,
  * error=, one "member ..." line per member) instead of "reply body 41".
+ *
+ * A follower's ForwardBatch, as a hostile or confused peer could send it:
+ *   skein-wire encode forward-batch creates N PREFIX   N forwarded creates
+ *   skein-wire encode forward-batch mixed PREFIX       a create, garbage
+ *                                                      bytes, a read, a
+ *                                                      request without from
+ *   skein-wire encode forward-batch empty | huge      0 or 300 requests
+ * and its answer decodes as "forward_batch n=K" then one block per part.
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +297,27 @@ static int decode(int verbose) {
                        m->address ? m->address : "");
             }
         }
+    } else if (env->body_case == SKEIN__ENVELOPE__BODY_FORWARD_BATCH_RESPONSE) {
+        const Skein__ForwardBatchResponse* fr = env->forward_batch_response;
+        printf("forward_batch n=%zu\n", fr->n_responses);
+        for (size_t i = 0; i < fr->n_responses; i++) {
+            Skein__Envelope* part = skein__envelope__unpack(
+                NULL, fr->responses[i].len, fr->responses[i].data);
+            const Skein__ClientResponse* r =
+                part != NULL &&
+                        part->body_case == SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE
+                    ? part->client_response
+                    : NULL;
+            printf("part %zu status=%s\n", i,
+                   r == NULL ? "none"
+                             : protobuf_c_enum_descriptor_get_value(
+                                   &skein__client_response__status__descriptor,
+                                   r->status)
+                                   ->name);
+            if (part != NULL) {
+                skein__envelope__free_unpacked(part, NULL);
+            }
+        }
     } else {
         printf("reply body %d\n", env->body_case);
     }
@@ -295,7 +325,87 @@ static int decode(int verbose) {
     return 0;
 }
 
+/* Packs a forwarded ClientRequest create into out (malloc'd). */
+static void pack_forwarded_create(const char* key,
+                                  bool with_from,
+                                  ProtobufCBinaryData* out) {
+    Skein__CreateOp c = SKEIN__CREATE_OP__INIT;
+    Skein__ClientRequest req = SKEIN__CLIENT_REQUEST__INIT;
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    c.key = (char*)key;
+    c.value = (char*)"fb";
+    req.op_case = SKEIN__CLIENT_REQUEST__OP_CREATE;
+    req.create = &c;
+    req.request_id = (char*)key;
+    env.has_from = with_from;
+    env.from = 99;
+    env.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
+    env.client_request = &req;
+    out->len = skein__envelope__get_packed_size(&env);
+    out->data = malloc(out->len + 1);
+    skein__envelope__pack(&env, out->data);
+}
+
+static int encode_forward_batch(int argc, char** argv) {
+    static ProtobufCBinaryData parts[300];
+    static char keys[300][96];
+    Skein__ForwardBatch fb = SKEIN__FORWARD_BATCH__INIT;
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    const char* mode = argc >= 1 ? argv[0] : "";
+    size_t n = 0;
+
+    if (strcmp(mode, "creates") == 0 && argc >= 3) {
+        n = strtoul(argv[1], NULL, 10);
+        if (n > 300) {
+            return 2;
+        }
+        for (size_t i = 0; i < n; i++) {
+            snprintf(keys[i], sizeof keys[i], "%s-%zu", argv[2], i);
+            pack_forwarded_create(keys[i], true, &parts[i]);
+        }
+    } else if (strcmp(mode, "mixed") == 0 && argc >= 2) {
+        Skein__GetOp g = SKEIN__GET_OP__INIT;
+        Skein__ClientRequest req = SKEIN__CLIENT_REQUEST__INIT;
+        Skein__Envelope inner = SKEIN__ENVELOPE__INIT;
+        snprintf(keys[0], sizeof keys[0], "%s-ok", argv[1]);
+        pack_forwarded_create(keys[0], true, &parts[0]);
+        parts[1].data = (uint8_t*)"\xff\xff\xff\x01garbage";
+        parts[1].len = 11;
+        g.id = (char*)"no-such-id";
+        req.op_case = SKEIN__CLIENT_REQUEST__OP_GET;
+        req.get = &g;
+        inner.has_from = 1;
+        inner.from = 99;
+        inner.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
+        inner.client_request = &req;
+        parts[2].len = skein__envelope__get_packed_size(&inner);
+        parts[2].data = malloc(parts[2].len + 1);
+        skein__envelope__pack(&inner, parts[2].data);
+        snprintf(keys[3], sizeof keys[3], "%s-nofrom", argv[1]);
+        pack_forwarded_create(keys[3], false, &parts[3]);
+        n = 4;
+    } else if (strcmp(mode, "huge") == 0) {
+        for (n = 0; n < 300; n++) {
+            snprintf(keys[n], sizeof keys[n], "huge-%zu", n);
+            pack_forwarded_create(keys[n], true, &parts[n]);
+        }
+    } else if (strcmp(mode, "empty") != 0) {
+        return 2;
+    }
+    fb.n_requests = n;
+    fb.requests = parts;
+    env.has_from = 1;
+    env.from = 99;
+    env.body_case = SKEIN__ENVELOPE__BODY_FORWARD_BATCH;
+    env.forward_batch = &fb;
+    return write_env(&env);
+}
+
 int main(int argc, char** argv) {
+    if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
+        strcmp(argv[2], "forward-batch") == 0) {
+        return encode_forward_batch(argc - 3, argv + 3);
+    }
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) {
         return encode(argc - 2, argv + 2);
     }

@@ -83,6 +83,22 @@ for k in $(seq 1 20); do
         --file "$T_DIR/garbage.bin" --raw --recv-timeout 2 >/dev/null 2>&1 || true
 done
 kill -0 "$(cat "$T_DIR/node-$newleader.pid")" || t_fail "garbage killed node $newleader"
+t_log "a ForwardBatch from a peer: each part answered on its own, bad parts refused"
+out=$(t_wire "$newleader" forward-batch creates 5 fbk) || true
+echo "$out" | grep '^forward_batch n=5$' >/dev/null || t_fail "batch of 5 creates: $out"
+[ "$(echo "$out" | grep -c ' status=OK$')" = 5 ] || t_fail "batch of 5 creates not all OK: $out"
+out=$(t_wire "$newleader" forward-batch mixed fbm) || true
+for want in "part 0 status=OK" "part 1 status=BAD_REQUEST" "part 2 status=NOT_FOUND" "part 3 status=BAD_REQUEST"; do
+    echo "$out" | grep -x "$want" >/dev/null || t_fail "mixed batch: no '$want' in: $out"
+done
+for mode in empty huge; do
+    out=$(t_wire "$newleader" forward-batch "$mode") || true
+    echo "$out" | grep '^forward_batch' >/dev/null && t_fail "a $mode batch was served: $out"
+done
+other=$(( (newleader + 1) % 3 ))
+out=$(t_wire "$other" forward-batch creates 2 fbf) || true
+[ "$(echo "$out" | grep -c ' status=NOT_LEADER$')" = 2 ] || t_fail "a follower served a forwarded batch: $out"
+kill -0 "$(cat "$T_DIR/node-$newleader.pid")" || t_fail "forward batches killed node $newleader"
 t_wire_settled "$newleader" create garbage-after ok | grep '^status=OK' >/dev/null ||
     t_fail "node $newleader stopped serving after garbage"
 t_log "PASS"
