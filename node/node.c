@@ -831,6 +831,7 @@ static void* node_loop(void* arg) {
         node_flush_forwards(n);
         node_flush_reads(n);
         tick(n);
+        node_snapshot_poll_builds(n);
         process_ready(n);
         /* Reads held back for an answer that just came go now. */
         if (node_flush_reads(n)) {
@@ -853,6 +854,7 @@ static void* node_loop(void* arg) {
         }
     }
     free(batch);
+    node_snapshot_wait_builds(n);
     node_fail_all(n);
     node_restore_close(n);
     (void)kv_sync(n->kv);

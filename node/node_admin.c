@@ -480,46 +480,23 @@ static void handle_fault(struct node* n,
 /* ------------------------------------------------------------------ */
 /* Backups                                                             */
 
-static void handle_snapshot_read(struct node* n,
-                                 struct transport_server_ctx* reply,
-                                 const Skein__SnapshotReadRequest* req) {
+/* Answers one GET /_raft/snapshot chunk of the pinned backup. */
+static void serve_backup_chunk(struct node* n,
+                               struct transport_server_ctx* reply,
+                               uint64_t offset,
+                               uint32_t max) {
     Skein__AdminResponse resp = SKEIN__ADMIN_RESPONSE__INIT;
     Skein__SnapshotReadResponse sr = SKEIN__SNAPSHOT_READ_RESPONSE__INIT;
     Skein__Configuration conf;
     struct raft_conf rc;
-    char path[NODE_URL_MAX + 64];
-    char err[STORE_ERRMSG_SIZE] = "";
-    uint32_t max =
-        req->has_max_bytes && req->max_bytes > 0 ? req->max_bytes : 1u << 20;
     uint8_t* buf;
     size_t got = 0;
     bool done = false;
 
-    if (max > NODE_SNAPSHOT_CHUNK) {
-        max = NODE_SNAPSHOT_CHUNK;
-    }
-    if (!req->has_snapshot_id || req->snapshot_id == 0) {
-        kv_snapshot_reader_close(n->backup_reader);
-        n->backup_reader = NULL;
-        snprintf(path, sizeof(path), "%s/backup.mdb", n->snap_dir);
-        if (kv_snapshot_create(n->kv, path, &n->backup_info, err) != STORE_OK ||
-            kv_snapshot_reader_open(path, &n->backup_reader, NULL, err) !=
-                STORE_OK) {
-            node_reply_admin_status(n, reply, ST(INTERNAL), err);
-            return;
-        }
-        n->rng = n->rng * 6364136223846793005ULL + 1442695040888963407ULL;
-        n->backup_id = (n->rng >> 1) | 1;
-    } else if (n->backup_reader == NULL || req->snapshot_id != n->backup_id) {
-        node_reply_admin_status(n, reply, ST(NOT_FOUND),
-                                "unknown or expired snapshot id");
-        return;
-    }
     n->backup_used_ms = node_now_ms();
     buf = malloc(max);
-    if (buf == NULL ||
-        kv_snapshot_reader_read(n->backup_reader, req->offset, buf, max, &got,
-                                &done) != STORE_OK) {
+    if (buf == NULL || kv_snapshot_reader_read(n->backup_reader, offset, buf,
+                                               max, &got, &done) != STORE_OK) {
         free(buf);
         node_reply_admin_status(n, reply, ST(NOT_FOUND), "offset past the end");
         return;
@@ -540,7 +517,7 @@ static void handle_snapshot_read(struct node* n,
     sr.has_total_size = 1;
     sr.total_size = kv_snapshot_reader_size(n->backup_reader);
     sr.has_offset = 1;
-    sr.offset = req->offset;
+    sr.offset = offset;
     sr.has_data = 1;
     sr.data.data = buf;
     sr.data.len = got;
@@ -554,6 +531,73 @@ static void handle_snapshot_read(struct node* n,
     node_reply_admin(reply, &resp);
     codec_free_configuration(&conf);
     free(buf);
+}
+
+static void handle_snapshot_read(struct node* n,
+                                 struct transport_server_ctx* reply,
+                                 const Skein__SnapshotReadRequest* req) {
+    char path[NODE_URL_MAX + 64];
+    uint32_t max =
+        req->has_max_bytes && req->max_bytes > 0 ? req->max_bytes : 1u << 20;
+
+    if (max > NODE_SNAPSHOT_CHUNK) {
+        max = NODE_SNAPSHOT_CHUNK;
+    }
+    if (!req->has_snapshot_id || req->snapshot_id == 0) {
+        /* A new backup: the copy is made off the loop (a large state takes
+         * seconds) and the request is answered when it is there
+         * (node_admin_backup_built). Requests meanwhile share it. */
+        if (n->n_backup_waiters == NODE_BACKUP_WAITERS) {
+            node_reply_admin_status(n, reply, ST(NO_QUORUM),
+                                    "too many backups at once: retry shortly");
+            return;
+        }
+        n->backup_waiters[n->n_backup_waiters].reply = reply;
+        n->backup_waiters[n->n_backup_waiters].max_bytes = max;
+        n->n_backup_waiters++;
+        if (!n->backup_build.running) {
+            kv_snapshot_reader_close(n->backup_reader);
+            n->backup_reader = NULL;
+            snprintf(path, sizeof(path), "%s/backup.mdb", n->snap_dir);
+            if (node_snapshot_build_start(n, &n->backup_build, path) != 0) {
+                n->backup_build.rv = STORE_EIO;
+                snprintf(n->backup_build.err, sizeof(n->backup_build.err),
+                         "could not start making the backup");
+                node_admin_backup_built(n);
+            }
+        }
+        return;
+    }
+    if (n->backup_reader == NULL || req->snapshot_id != n->backup_id) {
+        node_reply_admin_status(n, reply, ST(NOT_FOUND),
+                                "unknown or expired snapshot id");
+        return;
+    }
+    serve_backup_chunk(n, reply, req->offset, max);
+}
+
+void node_admin_backup_built(struct node* n) {
+    struct node_snap_build* b = &n->backup_build;
+    char err[STORE_ERRMSG_SIZE] = "";
+    bool ok = b->rv == STORE_OK &&
+              kv_snapshot_reader_open(b->path, &n->backup_reader, NULL, err) ==
+                  STORE_OK;
+
+    if (ok) {
+        n->backup_info = b->info;
+        n->rng = n->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        n->backup_id = (n->rng >> 1) | 1;
+    }
+    for (size_t i = 0; i < n->n_backup_waiters; i++) {
+        struct node_backup_waiter* w = &n->backup_waiters[i];
+        if (ok) {
+            serve_backup_chunk(n, w->reply, 0, w->max_bytes);
+        } else {
+            node_reply_admin_status(n, w->reply, ST(INTERNAL),
+                                    b->rv != STORE_OK ? b->err : err);
+        }
+    }
+    n->n_backup_waiters = 0;
 }
 
 void node_handle_admin(struct node* n, struct transport_event* ev) {

@@ -6,6 +6,7 @@
 #define SKEIN_NODE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "kv_snapshot.h"
 #include "kv_state.h"
@@ -36,6 +37,28 @@ struct node_peer {
     struct raft_snapshot_meta snap_meta;
     uint64_t snap_offset;
     uint64_t snap_started_ms;
+    bool snap_waiting; /* for the snapshot being built (snap_send_build) */
+};
+
+/* A snapshot file made off the loop thread (kv_snapshot_create may run
+ * beside kv_apply_batch): a large state takes seconds to copy, and the
+ * loop must keep its heartbeats going meanwhile. */
+struct node_snap_build {
+    pthread_t thread;
+    bool running;     /* loop thread's view: started, not joined yet */
+    atomic_bool done; /* set by the builder when the file is made */
+    struct kv_state* kv;
+    char path[NODE_URL_MAX + 64];
+    int rv;
+    struct kv_snapshot_info info;
+    char err[STORE_ERRMSG_SIZE];
+};
+
+/* GET /_raft/snapshot requests waiting for their backup to be made. */
+#define NODE_BACKUP_WAITERS 8
+struct node_backup_waiter {
+    struct transport_server_ctx* reply;
+    uint32_t max_bytes;
 };
 
 /* A write proposed by this node and waiting to be applied. */
@@ -179,12 +202,16 @@ struct node {
     char snap_cache_path[NODE_URL_MAX + 64];
     struct kv_snapshot_info snap_cache_info;
     bool snap_cache_valid;
+    struct node_snap_build snap_send_build;
 
     /* Pinned snapshot for backups (GET /_raft/snapshot). */
     uint64_t backup_id;
     struct kv_snapshot_reader* backup_reader;
     struct kv_snapshot_info backup_info;
     uint64_t backup_used_ms;
+    struct node_snap_build backup_build;
+    struct node_backup_waiter backup_waiters[NODE_BACKUP_WAITERS];
+    size_t n_backup_waiters;
 
     /* Restore (POST /_raft/snapshot): node_restore.c. */
     struct node_restore restore;
@@ -262,6 +289,9 @@ void node_reply_admin_status(struct node* n,
                              const char* error);
 void node_learn_addresses(struct node* n, const uint8_t* data, size_t len);
 void node_handle_admin(struct node* n, struct transport_event* ev);
+/** Answers the GET /_raft/snapshot requests that waited for the backup
+ * file node_admin.c asked for (n->backup_build). */
+void node_admin_backup_built(struct node* n);
 void node_maybe_promote(struct node* n);
 
 /* node_snapshot.c */
@@ -273,6 +303,20 @@ int node_snapshot_install(struct node* n,
 void node_snapshot_after_ready(struct node* n);
 void node_maybe_compact(struct node* n);
 void node_snapshot_close_all(struct node* n);
+/** Starts making a snapshot file of the state at `path` on a thread of
+ * its own. Returns 0, or -1 (nothing started) if b is busy or no thread
+ * could be made. */
+int node_snapshot_build_start(struct node* n,
+                              struct node_snap_build* b,
+                              const char* path);
+/** Whether b's build ended since the last call (then b->rv, b->info and
+ * b->err tell how, and the thread is joined). Never blocks. */
+bool node_snapshot_build_finished(struct node_snap_build* b);
+/** Takes the results of finished builds: streams to the waiting peers,
+ * answers waiting backups. Called by the loop every round. */
+void node_snapshot_poll_builds(struct node* n);
+/** Waits for every running build (before the state is closed or swapped). */
+void node_snapshot_wait_builds(struct node* n);
 void node_fill_configuration(struct node* n,
                              const struct raft_conf* conf,
                              Skein__Configuration* out);

@@ -112,40 +112,162 @@ static void send_chunk(struct node* n, struct node_peer* p) {
     free(buf);
 }
 
-void node_snapshot_start_send(struct node* n, const struct raft_message* m) {
-    struct node_peer* p = node_peer_of(n, codec_node_id(m->to));
+/* Opens the cached snapshot for p and sends its first chunk. */
+static void begin_stream(struct node* n, struct node_peer* p) {
     char err[STORE_ERRMSG_SIZE] = "";
 
-    if (p == NULL || p->snap_active) {
-        return; /* one transfer per follower at a time */
-    }
-    n->counters.snapshot_send_attempts++;
-    if (!n->snap_cache_valid ||
-        n->snap_cache_info.stats.applied_index < m->snapshot.index) {
-        snprintf(n->snap_cache_path, sizeof(n->snap_cache_path), "%s/send.mdb",
-                 n->snap_dir);
-        if (kv_snapshot_create(n->kv, n->snap_cache_path, &n->snap_cache_info,
-                               err) != STORE_OK) {
-            fprintf(stderr, "skein-node: snapshot for node %llu: %s\n",
-                    (unsigned long long)p->id, err);
-            n->counters.snapshot_send_failures++;
-            step_snapshot_done(n, p->id, false);
-            return;
-        }
-        n->snap_cache_valid = true;
-        n->counters.snapshots_created++;
-    }
     if (kv_snapshot_reader_open(n->snap_cache_path, &p->snap_reader, NULL,
                                 err) != STORE_OK) {
+        fprintf(stderr, "skein-node: snapshot for node %llu: %s\n",
+                (unsigned long long)p->id, err);
+        p->snap_active = false;
         n->counters.snapshot_send_failures++;
         step_snapshot_done(n, p->id, false);
         return;
     }
     p->snap_active = true;
-    p->snap_meta = m->snapshot;
     p->snap_offset = 0;
     p->snap_started_ms = node_now_ms();
     send_chunk(n, p);
+}
+
+static bool cache_covers(const struct node* n, raft_index index) {
+    return n->snap_cache_valid &&
+           n->snap_cache_info.stats.applied_index >= index;
+}
+
+void node_snapshot_start_send(struct node* n, const struct raft_message* m) {
+    struct node_peer* p = node_peer_of(n, codec_node_id(m->to));
+
+    if (p == NULL || p->snap_active) {
+        return; /* one transfer per follower at a time */
+    }
+    n->counters.snapshot_send_attempts++;
+    p->snap_meta = m->snapshot;
+    if (cache_covers(n, m->snapshot.index)) {
+        begin_stream(n, p);
+        return;
+    }
+    /* The copy is made off the loop (node_snapshot_poll_builds starts the
+     * stream when it is there); the follower waits, the cluster does not. */
+    p->snap_active = true;
+    p->snap_waiting = true;
+    p->snap_started_ms = node_now_ms();
+    if (!n->snap_send_build.running) {
+        snprintf(n->snap_cache_path, sizeof(n->snap_cache_path), "%s/send.mdb",
+                 n->snap_dir);
+        n->snap_cache_valid = false; /* being replaced */
+        if (node_snapshot_build_start(n, &n->snap_send_build,
+                                      n->snap_cache_path) != 0) {
+            p->snap_active = false;
+            p->snap_waiting = false;
+            n->counters.snapshot_send_failures++;
+            step_snapshot_done(n, p->id, false);
+        }
+    }
+}
+
+static void* snapshot_builder(void* arg) {
+    struct node_snap_build* b = arg;
+
+    b->err[0] = '\0';
+    b->rv = kv_snapshot_create(b->kv, b->path, &b->info, b->err);
+    atomic_store(&b->done, true);
+    return NULL;
+}
+
+int node_snapshot_build_start(struct node* n,
+                              struct node_snap_build* b,
+                              const char* path) {
+    if (b->running) {
+        return -1;
+    }
+    b->kv = n->kv;
+    snprintf(b->path, sizeof(b->path), "%s", path);
+    atomic_store(&b->done, false);
+    if (pthread_create(&b->thread, NULL, snapshot_builder, b) != 0) {
+        return -1;
+    }
+    b->running = true;
+    return 0;
+}
+
+bool node_snapshot_build_finished(struct node_snap_build* b) {
+    if (!b->running || !atomic_load(&b->done)) {
+        return false;
+    }
+    pthread_join(b->thread, NULL);
+    b->running = false;
+    return true;
+}
+
+/* The send snapshot is made: stream it to every follower waiting for it,
+ * or (if allowed) make a newer one for those that need more. */
+static void send_build_done(struct node* n, bool may_restart) {
+    struct node_snap_build* b = &n->snap_send_build;
+    bool again = false;
+
+    if (b->rv == STORE_OK) {
+        n->snap_cache_info = b->info;
+        n->snap_cache_valid = true;
+        n->counters.snapshots_created++;
+    } else {
+        fprintf(stderr, "skein-node: making a snapshot to send: %s\n", b->err);
+    }
+    for (uint32_t i = 0; i < n->n_peers; i++) {
+        struct node_peer* p = &n->peers[i];
+        if (!p->snap_waiting) {
+            continue;
+        }
+        if (b->rv != STORE_OK) {
+            p->snap_waiting = false;
+            p->snap_active = false;
+            n->counters.snapshot_send_failures++;
+            step_snapshot_done(n, p->id, false);
+        } else if (cache_covers(n, p->snap_meta.index)) {
+            p->snap_waiting = false;
+            begin_stream(n, p);
+        } else {
+            again = true; /* asked for after the copy began */
+        }
+    }
+    if (again) {
+        n->snap_cache_valid = false;
+        if (!may_restart ||
+            node_snapshot_build_start(n, b, n->snap_cache_path) != 0) {
+            for (uint32_t i = 0; i < n->n_peers; i++) {
+                struct node_peer* p = &n->peers[i];
+                if (p->snap_waiting) {
+                    p->snap_waiting = false;
+                    p->snap_active = false;
+                    n->counters.snapshot_send_failures++;
+                    step_snapshot_done(n, p->id, false);
+                }
+            }
+        }
+    }
+}
+
+void node_snapshot_poll_builds(struct node* n) {
+    if (node_snapshot_build_finished(&n->snap_send_build)) {
+        send_build_done(n, true);
+    }
+    if (node_snapshot_build_finished(&n->backup_build)) {
+        node_admin_backup_built(n);
+    }
+}
+
+void node_snapshot_wait_builds(struct node* n) {
+    if (n->snap_send_build.running) {
+        pthread_join(n->snap_send_build.thread, NULL);
+        n->snap_send_build.running = false;
+        send_build_done(n, false); /* starts no new copy */
+    }
+    if (n->backup_build.running) {
+        pthread_join(n->backup_build.thread, NULL);
+        n->backup_build.running = false;
+        node_admin_backup_built(n);
+    }
 }
 
 void node_snapshot_on_reply(struct node* n, struct transport_event* ev) {
@@ -296,6 +418,9 @@ int node_snapshot_install(struct node* n,
                           const struct raft_snapshot_meta* meta) {
     char err[STORE_ERRMSG_SIZE] = "";
     int rv;
+
+    /* The install swaps the state's files: no copy may read them then. */
+    node_snapshot_wait_builds(n);
 
     if (n->snap_writer == NULL || n->snap_index != meta->index) {
         fprintf(stderr, "skein-node: the core took a snapshot we lack\n");
