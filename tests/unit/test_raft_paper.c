@@ -2198,6 +2198,47 @@ static void test_6_4_read_index_requires_heartbeat_round(void** state) {
 }
 
 /*
+ * Batching (ours, on top of §6.4 step 3): while a confirmation round is out,
+ * new reads send no round of their own; once it is answered, one round
+ * confirms all of them. A read registered during a round is never released
+ * by that round's answers: they may predate it.
+ */
+static void test_6_4_reads_during_a_round_share_the_next(void** state) {
+    struct h_opts o = h_plain(3, 643);
+    struct harness* h = h_new(state, &o);
+    h_elect(h, 1);
+    h_stabilize(h);
+
+    assert_int_equal(raft_read_index(h_r(h, 1), 50), RAFT_OK);
+    h_process(h, 1);
+    assert_int_equal(h_count_msgs(h, RAFT_MSG_HEARTBEAT, 1), 2);
+    /* Three more reads while that round is out: no new heartbeats. */
+    for (uint64_t ctx = 51; ctx <= 53; ctx++) {
+        assert_int_equal(raft_read_index(h_r(h, 1), ctx), RAFT_OK);
+        h_process(h, 1);
+    }
+    assert_int_equal(h_count_msgs(h, RAFT_MSG_HEARTBEAT, 1), 2);
+    assert_null(h_read(h, 1, 50));
+
+    /* Answer the first round only (two heartbeats, then their answers). */
+    for (int i = 0; i < 4; i++) {
+        assert_true(h_deliver_one(h));
+    }
+    assert_non_null(h_read(h, 1, 50));
+    for (uint64_t ctx = 51; ctx <= 53; ctx++) {
+        assert_null(h_read(h, 1, ctx)); /* not by the old round */
+    }
+    /* Its answer let exactly one new round go, for the three. */
+    assert_int_equal(h_count_msgs(h, RAFT_MSG_HEARTBEAT, 1), 2);
+    h_stabilize(h);
+    for (uint64_t ctx = 51; ctx <= 53; ctx++) {
+        const struct raft_read_state* rs = h_read(h, 1, ctx);
+        assert_non_null(rs);
+        assert_false(rs->failed);
+    }
+}
+
+/*
  * Thesis §6.4: "Followers [...] could also help offload the processing of
  * read-only queries [...] the follower issues a request to the leader just
  * to learn the current readIndex (the leader would execute steps 1-3
@@ -3151,6 +3192,7 @@ int main(void) {
         T(test_9_6_prevote_does_not_increase_term),
         T(test_6_2_check_quorum_leader_steps_down),
         T(test_6_4_read_index_requires_heartbeat_round),
+        T(test_6_4_reads_during_a_round_share_the_next),
         T(test_6_4_read_index_on_follower),
         T(test_6_4_read_index_waits_for_leader_commit_in_term),
         T(test_3_10_leader_transfer),
