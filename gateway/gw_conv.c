@@ -252,6 +252,17 @@ json_t* gw_status_json(const Skein__StatusResponse* s) {
     json_object_set_new(fsync, "us_sum", gw_json_u64(s->fsync_us_sum));
     json_object_set_new(fsync, "us_max", gw_json_u64(s->fsync_us_max));
     json_object_set_new(o, "fsync", fsync);
+    json_t* batching = json_object();
+    json_object_set_new(batching, "forwarded_writes",
+                        gw_json_u64(s->forwarded_writes));
+    json_object_set_new(batching, "forward_requests",
+                        gw_json_u64(s->forward_requests));
+    json_object_set_new(batching, "raft_sent", gw_json_u64(s->raft_sent));
+    json_object_set_new(batching, "raft_piggybacked",
+                        gw_json_u64(s->raft_piggybacked));
+    json_object_set_new(batching, "read_index_requests",
+                        gw_json_u64(s->read_index_requests));
+    json_object_set_new(o, "batching", batching);
     json_object_set_new(o, "configuration",
                         gw_configuration_json(s->configuration));
     json_t* followers = json_array();

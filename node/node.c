@@ -426,8 +426,10 @@ static void send_messages(struct node* n, const struct raft_ready* rd) {
             pb->bins[pb->count].len = len;
             pb->count++;
             pb->bytes += len;
+            n->counters.raft_piggybacked++;
             continue;
         }
+        n->counters.raft_sent++;
         (void)transport_send(n->tr, to, TRANSPORT_RAFT, buf, len, 0, false);
         free(buf);
     }

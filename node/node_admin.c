@@ -238,6 +238,16 @@ static void fill_status(struct node* n,
     s->has_dropped_messages = 1;
     s->dropped_messages = ts.decode_errors + ts.foreign_cluster +
                           ts.queue_drops + n->events_dropped;
+    s->has_forwarded_writes = 1;
+    s->forwarded_writes = n->counters.forwarded_writes;
+    s->has_forward_requests = 1;
+    s->forward_requests = n->counters.forward_requests;
+    s->has_raft_sent = 1;
+    s->raft_sent = n->counters.raft_sent;
+    s->has_raft_piggybacked = 1;
+    s->raft_piggybacked = n->counters.raft_piggybacked;
+    s->has_read_index_requests = 1;
+    s->read_index_requests = n->counters.read_index_requests;
     s->has_fsync_count = 1;
     s->fsync_count = n->counters.fsync_count;
     s->has_fsync_us_sum = 1;

@@ -300,6 +300,8 @@ void node_flush_forwards(struct node* n) {
             n->n_forwards--;
         }
     } else if (b->count == 1) {
+        n->counters.forwarded_writes++;
+        n->counters.forward_requests++;
         if (transport_send(n->tr, codec_node_id(leader), TRANSPORT_BULK,
                            b->req[0].data, b->req[0].len, cookie, true) != 0) {
             reply_forward_failure(n, b->fwd[0]->reply, false, ST(NO_QUORUM),
@@ -318,6 +320,8 @@ void node_flush_forwards(struct node* n) {
         env.from = n->cfg.id;
         env.body_case = SKEIN__ENVELOPE__BODY_FORWARD_BATCH;
         env.forward_batch = &fb;
+        n->counters.forwarded_writes += b->count;
+        n->counters.forward_requests++;
         node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
                            cookie, true);
     }
@@ -797,6 +801,7 @@ bool node_flush_reads(struct node* n) {
     n->read_batch_ctx = 0;
     rv = raft_read_index(n->raft, ctx);
     if (rv == RAFT_OK) {
+        n->counters.read_index_requests++;
         n->read_inflight_ctx = raft_role(n->raft) != RAFT_LEADER ? ctx : 0;
         n->read_inflight_ms = now;
         return true;

@@ -127,6 +127,11 @@ struct node_counters {
     uint64_t snapshots_applied;
     uint64_t proposals;
     uint64_t reads;
+    uint64_t forwarded_writes;
+    uint64_t forward_requests;
+    uint64_t raft_sent;
+    uint64_t raft_piggybacked;
+    uint64_t read_index_requests;
 };
 
 /* A raft RPC's reply handle kept until this loop round has messages for

@@ -45,6 +45,9 @@ b=$(t_http 2 POST /api/kv '{"key":"idem","value":"1"}' -H 'Idempotency-Key: key-
 # one Idempotency-Key sent five times applied once, a CAS mismatch 412.
 fw=$(( (leader + 1) % 3 ))
 before=$(t_http "$fw" GET /api/kv/count | t_json count) || true
+st=$(t_http "$fw" GET /status)
+fwd0=$(echo "$st" | t_json forwarded_writes) || true
+req0=$(echo "$st" | t_json forward_requests) || true
 fport=$(t_http_port "$fw")
 for k in $(seq 1 40); do
     curl -s -m 15 -o /dev/null -w '%{http_code}\n' -X POST \
@@ -68,6 +71,12 @@ dup_ids=$(for k in 1 2 3 4 5; do t_json id <"$T_DIR/dup.$k"; done | sort -u)
     t_fail "one Idempotency-Key gave several entries: $dup_ids"
 after=$(t_http "$fw" GET /api/kv/count | t_json count) || true
 [ "$after" = $((before + 41)) ] || t_fail "burst: count $before -> $after, expected +41"
+st=$(t_http "$fw" GET /status)
+fwd=$(( $(echo "$st" | t_json forwarded_writes) - fwd0 ))
+req=$(( $(echo "$st" | t_json forward_requests) - req0 ))
+t_log "burst: $fwd writes forwarded in $req requests"
+[ "$fwd" -ge 46 ] && [ "$req" -lt "$fwd" ] ||
+    t_fail "the burst's writes were not forwarded in batches ($fwd writes, $req requests)"
 
 # Errors: each status, nothing changed by bad input.
 before=$(t_http 0 GET /api/kv/count)
