@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -828,6 +829,71 @@ static void test_snapshot_roundtrip(void** state) {
     free(c_dir);
     free(snap);
     free(buf);
+}
+
+/* A snapshot maker on its own thread (as skein-node runs it). */
+struct snap_maker {
+    struct kv_state* kv;
+    char* paths[4];
+    int rv[4];
+};
+
+static void* snap_maker_main(void* arg) {
+    struct snap_maker* m = arg;
+    char err[STORE_ERRMSG_SIZE];
+    for (int i = 0; i < 4; i++) {
+        m->rv[i] = kv_snapshot_create(m->kv, m->paths[i], NULL, err);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* Snapshots made beside a stream of applies (the node makes them off its
+ * loop thread) are each a consistent state at their applied index: one
+ * installed elsewhere and brought forward by the same log ends with the
+ * same hash. */
+static void test_snapshot_beside_applies(void** state) {
+    struct fix* f = *state;
+    struct snap_maker m = {.kv = f->a};
+    char err[STORE_ERRMSG_SIZE];
+    pthread_t th;
+
+    apply_gen(f->a, 1, 2000);
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "beside-%d.mdb", i);
+        m.paths[i] = tu_path(f->dir, name);
+    }
+    assert_int_equal(pthread_create(&th, NULL, snap_maker_main, &m), 0);
+    apply_gen(f->a, 2001, 12000);
+    pthread_join(th, NULL);
+    struct kv_stats end = stats_of(f->a);
+    for (int i = 0; i < 4; i++) {
+        struct kv_snapshot_info info;
+        assert_int_equal(m.rv[i], STORE_OK);
+        if (kv_snapshot_verify_file(m.paths[i], &info, NULL, err) != STORE_OK) {
+            fail_msg("snapshot %d: %s", i, err);
+        }
+        raft_index at = info.stats.applied_index;
+        assert_true(at >= 2000 && at <= 12000);
+        printf("    snapshot %d taken at applied index %llu\n", i,
+               (unsigned long long)at);
+        char name[32];
+        snprintf(name, sizeof name, "c%d", i);
+        char* c_dir = tu_path(f->dir, name);
+        struct kv_state* c = open_kv(c_dir, NULL);
+        assert_int_equal(kv_snapshot_install_file(c, m.paths[i], NULL, err),
+                         STORE_OK);
+        assert_int_equal(kv_applied_index(c), at);
+        if (at < 12000) {
+            apply_gen(c, at + 1, 12000);
+        }
+        assert_int_equal(stats_of(c).hash, end.hash);
+        assert_int_equal(stats_of(c).count, end.count);
+        kv_close(c);
+        free(c_dir);
+        free(m.paths[i]);
+    }
 }
 
 static void test_snapshot_garbage_refused(void** state) {
@@ -1663,6 +1729,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_roundtrip, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_beside_applies, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_garbage_refused, setup,
                                         teardown),
