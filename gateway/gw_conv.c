@@ -263,6 +263,10 @@ json_t* gw_status_json(const Skein__StatusResponse* s) {
     json_object_set_new(batching, "read_index_requests",
                         gw_json_u64(s->read_index_requests));
     json_object_set_new(o, "batching", batching);
+    json_t* faults = json_object();
+    json_object_set_new(faults, "drops", gw_json_u64(s->fault_drops));
+    json_object_set_new(faults, "dups", gw_json_u64(s->fault_dups));
+    json_object_set_new(o, "fault_injection", faults);
     json_object_set_new(o, "configuration",
                         gw_configuration_json(s->configuration));
     json_t* followers = json_array();

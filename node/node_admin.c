@@ -248,6 +248,10 @@ static void fill_status(struct node* n,
     s->raft_piggybacked = n->counters.raft_piggybacked;
     s->has_read_index_requests = 1;
     s->read_index_requests = n->counters.read_index_requests;
+    s->has_fault_drops = 1;
+    s->fault_drops = ts.fault_drops;
+    s->has_fault_dups = 1;
+    s->fault_dups = ts.fault_dups;
     s->has_fsync_count = 1;
     s->fsync_count = n->counters.fsync_count;
     s->has_fsync_us_sum = 1;
@@ -475,15 +479,20 @@ static void handle_fault(struct node* n,
             "--enable-fault-injection");
         return;
     }
-    if (req->has_drop_probability &&
-        (req->drop_probability < 0 || req->drop_probability > 1)) {
-        node_reply_admin_status(n, reply, ST(BAD_REQUEST),
-                                "drop_probability must be within [0, 1]");
+    if ((req->has_drop_probability &&
+         !(req->drop_probability >= 0 && req->drop_probability <= 1)) ||
+        (req->has_duplicate_probability &&
+         !(req->duplicate_probability >= 0 &&
+           req->duplicate_probability <= 1))) {
+        node_reply_admin_status(
+            n, reply, ST(BAD_REQUEST),
+            "drop_probability and duplicate_probability must be within [0, 1]");
         return;
     }
     transport_set_fault(n->tr, req->has_peer ? req->peer : 0,
                         req->partition ? 1.0 : req->drop_probability,
-                        req->delay_ms, req->jitter_ms, req->clear);
+                        req->duplicate_probability, req->delay_ms,
+                        req->jitter_ms, req->clear);
     node_reply_admin_status(n, reply, ST(OK), NULL);
 }
 

@@ -70,6 +70,7 @@ struct peer {
     uint64_t last_ok_ms;           /* monotonic ms of the last answer */
     uint64_t consecutive_failures; /* failed requests since an answer */
     double fault_drop;             /* probability a request is dropped */
+    double fault_dup;              /* probability a raft RPC goes twice */
     uint32_t fault_delay_ms;       /* added to each request */
     uint32_t fault_jitter_ms;      /* random extra delay */
 };
@@ -284,6 +285,19 @@ static void slot_next(struct slot* s) {
             t->stats.fault_drops++;
             nng_msg_free(q.msg);
             continue; /* lost on the wire: nobody is told */
+        }
+        if (ch->kind == TRANSPORT_RAFT && p->fault_dup > 0 &&
+            ch->q_count < TRANSPORT_QUEUE_MAX &&
+            fault_random(t) < p->fault_dup) {
+            /* Duplicated on the wire: a copy follows (raft RPCs only; they
+             * need no answer, and raft must shrug duplicates off). */
+            nng_msg* copy;
+            if (nng_msg_dup(&copy, q.msg) == 0) {
+                ch->queue[(ch->q_head + ch->q_count) % TRANSPORT_QUEUE_MAX] =
+                    (struct queued){copy, 0, false};
+                ch->q_count++;
+                t->stats.fault_dups++;
+            }
         }
         if (ch->kind == TRANSPORT_RAFT && ch->q_count > 0) {
             q.msg = coalesce(ch, q.msg);
@@ -613,6 +627,7 @@ int transport_peer_health(struct transport* t,
 void transport_set_fault(struct transport* t,
                          uint64_t peer,
                          double drop,
+                         double dup,
                          uint32_t delay_ms,
                          uint32_t jitter_ms,
                          bool clear) {
@@ -621,14 +636,17 @@ void transport_set_fault(struct transport* t,
         struct peer* p = &t->peers[i];
         if (clear) {
             p->fault_drop = 0;
+            p->fault_dup = 0;
             p->fault_delay_ms = 0;
             p->fault_jitter_ms = 0;
         }
         if (peer == UINT64_MAX || (peer != 0 && p->id != peer) ||
-            (clear && drop == 0 && delay_ms == 0 && jitter_ms == 0)) {
+            (clear && drop == 0 && dup == 0 && delay_ms == 0 &&
+             jitter_ms == 0)) {
             continue;
         }
         p->fault_drop = drop < 0 ? 0 : drop > 1 ? 1 : drop;
+        p->fault_dup = dup < 0 ? 0 : dup > 1 ? 1 : dup;
         p->fault_delay_ms = delay_ms;
         p->fault_jitter_ms = jitter_ms;
     }
@@ -973,8 +991,8 @@ bool transport_peer_faulty(struct transport* t, uint64_t peer) {
     pthread_mutex_lock(&t->mu);
     p = find_peer(t, peer);
     if (p != NULL) {
-        faulty = p->fault_drop > 0 || p->fault_delay_ms > 0 ||
-                 p->fault_jitter_ms > 0;
+        faulty = p->fault_drop > 0 || p->fault_dup > 0 ||
+                 p->fault_delay_ms > 0 || p->fault_jitter_ms > 0;
     }
     pthread_mutex_unlock(&t->mu);
     return faulty;

@@ -83,6 +83,7 @@ struct transport_stats {
     uint64_t send_failures;   /* requests that failed or timed out */
     uint64_t queue_drops;     /* dropped: a peer's queue was full */
     uint64_t fault_drops;     /* dropped by fault injection */
+    uint64_t fault_dups;      /* sent twice by fault injection */
     uint64_t coalesced;       /* raft RPCs sent inside another's batch */
 };
 
@@ -204,13 +205,15 @@ void transport_stats(struct transport* t, struct transport_stats* out);
 
 /**
  * Transport fault injection (chaos tests): messages to `peer` (0 = all)
- * are dropped with probability drop (0..1), or delayed by delay_ms plus a
+ * are dropped with probability drop (0..1), raft messages sent twice with
+ * probability dup (0..1), and every message delayed by delay_ms plus a
  * random jitter_ms. clear removes all faults. Only used when the node was
  * started with --enable-fault-injection.
  */
 void transport_set_fault(struct transport* t,
                          uint64_t peer,
                          double drop,
+                         double dup,
                          uint32_t delay_ms,
                          uint32_t jitter_ms,
                          bool clear);

@@ -75,11 +75,12 @@ static void format_status(const Skein__StatusResponse* s, char* out) {
              "node_id=%" PRIu64 " role=%d term=%" PRIu64 " leader=%" PRIu64
              " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64
              " hash=%016" PRIx64 " first=%" PRIu64 " snapshots_applied=%" PRIu64
-             " snapshots_sent=%" PRIu64,
+             " snapshots_sent=%" PRIu64 " fault_dups=%" PRIu64,
              s->node_id, s->role, s->term, s->leader_id, s->commit_index,
              s->last_applied, s->entry_count, s->state_hash, s->first_log_index,
              s->resync_stats ? s->resync_stats->snapshots_applied : 0,
-             s->resync_stats ? s->resync_stats->send_successes : 0);
+             s->resync_stats ? s->resync_stats->send_successes : 0,
+             s->fault_dups);
 }
 
 static int target_open(struct target* t) {

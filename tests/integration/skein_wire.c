@@ -257,15 +257,16 @@ static int decode(int verbose) {
                env->admin_response->result_case ==
                    SKEIN__ADMIN_RESPONSE__RESULT_NODE_STATUS) {
         const Skein__StatusResponse* s = env->admin_response->node_status;
-        printf("node_id=%" PRIu64 " role=%d term=%" PRIu64 " leader=%" PRIu64
-               " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64
-               " hash=%016" PRIx64 " first=%" PRIu64
-               " snapshots_applied=%" PRIu64 " snapshots_sent=%" PRIu64 "\n",
-               s->node_id, s->role, s->term, s->leader_id, s->commit_index,
-               s->last_applied, s->entry_count, s->state_hash,
-               s->first_log_index,
-               s->resync_stats ? s->resync_stats->snapshots_applied : 0,
-               s->resync_stats ? s->resync_stats->send_successes : 0);
+        printf(
+            "node_id=%" PRIu64 " role=%d term=%" PRIu64 " leader=%" PRIu64
+            " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64
+            " hash=%016" PRIx64 " first=%" PRIu64 " snapshots_applied=%" PRIu64
+            " snapshots_sent=%" PRIu64 " fault_dups=%" PRIu64 "\n",
+            s->node_id, s->role, s->term, s->leader_id, s->commit_index,
+            s->last_applied, s->entry_count, s->state_hash, s->first_log_index,
+            s->resync_stats ? s->resync_stats->snapshots_applied : 0,
+            s->resync_stats ? s->resync_stats->send_successes : 0,
+            s->fault_dups);
         for (size_t i = 0; verbose && i < s->n_followers; i++) {
             const Skein__FollowerStatus* f = s->followers[i];
             printf("follower id=%" PRIu64
