@@ -1962,6 +1962,91 @@ bool raft_has_ready(const struct raft* r) {
            r->applied < apply_limit(r) || read_round_pending(r);
 }
 
+/* Data bytes of a message's entries. */
+static size_t message_bytes(const struct raft_message* m) {
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        bytes += m->entries[i].len;
+    }
+    return bytes;
+}
+
+/* Folds `m` into `into` when both are appends to the same follower and
+ * `m` continues exactly where `into` ends: the follower then receives
+ * what the two would have told it, in one message. Returns true if
+ * merged. */
+static bool merge_appends(struct raft* r,
+                          struct raft_message* into,
+                          const struct raft_message* m) {
+    struct raft_entry* ents;
+    size_t n = (size_t)into->n_entries + m->n_entries;
+
+    if (into->type != RAFT_MSG_APPEND || m->type != RAFT_MSG_APPEND ||
+        into->term != m->term || m->index != into->index + into->n_entries ||
+        message_bytes(into) + message_bytes(m) > r->cfg.max_msg_bytes) {
+        return false;
+    }
+    if (m->n_entries > 0) {
+        ents = arena_alloc(r, n * sizeof(*ents));
+        if (ents == NULL) {
+            return false;
+        }
+        if (into->n_entries > 0) {
+            memcpy(ents, into->entries, into->n_entries * sizeof(*ents));
+        }
+        memcpy(ents + into->n_entries, m->entries,
+               m->n_entries * sizeof(*ents));
+        into->entries = ents;
+        into->n_entries = (uint32_t)n;
+    }
+    if (m->commit > into->commit) {
+        into->commit = m->commit;
+    }
+    return true;
+}
+
+/* Acknowledgements are cumulative: of two successes to the same leader,
+ * the later (covering at least as much) is all it needs. */
+static bool merge_acks(struct raft_message* into,
+                       const struct raft_message* m) {
+    if (into->type != RAFT_MSG_APPEND_RESP || m->type != RAFT_MSG_APPEND_RESP ||
+        into->reject || m->reject || into->term != m->term ||
+        m->index < into->index) {
+        return false;
+    }
+    *into = *m;
+    return true;
+}
+
+/* Under load a round often holds several appends (or acknowledgements)
+ * for the same peer; each message costs the driver a network round trip,
+ * so they are folded when the result is equivalent. Only a message that
+ * directly follows another to the same peer is folded, so the order of
+ * what each peer receives never changes. */
+static void coalesce_messages(struct raft* r) {
+    size_t kept = 0;
+
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        struct raft_message* m = &r->msgs[i];
+        bool merged = false;
+        for (size_t j = kept; j-- > 0;) {
+            struct raft_message* prev = &r->msgs[j];
+            if (prev->to != m->to) {
+                continue;
+            }
+            merged = merge_appends(r, prev, m) || merge_acks(prev, m);
+            break;
+        }
+        if (!merged) {
+            if (kept != i) {
+                r->msgs[kept] = *m;
+            }
+            kept++;
+        }
+    }
+    r->n_msgs = kept;
+}
+
 void raft_ready(struct raft* r, struct raft_ready* rd) {
     struct raft_hard_state hs;
 
@@ -1996,6 +2081,7 @@ void raft_ready(struct raft* r, struct raft_ready* rd) {
             }
         }
     }
+    coalesce_messages(r);
     rd->messages = r->msgs;
     rd->n_messages = r->n_msgs;
     rd->reads = r->ready_reads;

@@ -1862,6 +1862,61 @@ static void test_5_3_fast_backtracking_with_conflict_hint(void** state) {
  * with the later term is more up-to-date. If the logs end with the same
  * term, then whichever log is longer is more up-to-date."
  */
+/*
+ * Driver cost, not a paper rule: every message is a network round trip
+ * for the driver, so appends that a round produces for one follower go
+ * as one message carrying them all (and the follower's cumulative
+ * acknowledgements as one), with the same outcome.
+ */
+static void test_5_3_round_sends_one_append_per_follower(void** state) {
+    struct h_opts o = h_plain(3, 644);
+    struct harness* h = h_new(state, &o);
+    h_elect(h, 1);
+    h_stabilize(h);
+
+    /* Two proposals in one round, as a driver makes when writes arrive
+     * between its steps: without folding, each gets its own append. */
+    raft_index first = 0, last = 0;
+    raft_term term = 0;
+    for (int i = 0; i < 2; i++) {
+        const uint8_t* data = (const uint8_t*)"ab" + i;
+        uint32_t len = 1;
+        assert_int_equal(raft_propose(h_r(h, 1), RAFT_ENTRY_NORMAL, &data, &len,
+                                      1, &last, &term),
+                         RAFT_OK);
+        first = i == 0 ? last : first;
+    }
+    h_process(h, 1);
+    assert_int_equal(h_count_msgs(h, RAFT_MSG_APPEND, 1), 2);
+    const struct raft_message* m = h_find_msg(h, RAFT_MSG_APPEND, 1, 2);
+    assert_non_null(m);
+    assert_int_equal(m->index, first - 1);
+    assert_int_equal(m->n_entries, 2);
+    h_stabilize(h);
+    for (raft_node_id id = 1; id <= 3; id++) {
+        assert_true(raft_commit_index(h_r(h, id)) >= last);
+    }
+
+    /* Two appends reaching a follower in one round: one acknowledgement
+     * (each alone is answered, test_5_3_matching_append_always_answered). */
+    struct raft_message hb = {.type = RAFT_MSG_APPEND,
+                              .from = 1,
+                              .to = 2,
+                              .term = raft_current_term(h_r(h, 1)),
+                              .index = last,
+                              .log_term = raft_current_term(h_r(h, 1)),
+                              .commit = last};
+    struct raft_event ev = {.type = RAFT_EVENT_RECEIVE, .message = &hb};
+    h_step(h, h_node(h, 2), &ev, NULL);
+    h_step(h, h_node(h, 2), &ev, NULL);
+    h_process(h, 2);
+    assert_int_equal(h_count_msgs(h, RAFT_MSG_APPEND_RESP, 2), 1);
+    h_stabilize(h);
+    for (raft_node_id id = 1; id <= 3; id++) {
+        assert_true(raft_commit_index(h_r(h, id)) >= last);
+    }
+}
+
 static void test_5_4_1_election_restriction(void** state) {
     static const raft_term voter_log[] = {1, 1, 2}; /* ends (3, term 2) */
     static const struct {
@@ -3192,6 +3247,7 @@ int main(void) {
         T(test_9_6_prevote_does_not_increase_term),
         T(test_6_2_check_quorum_leader_steps_down),
         T(test_6_4_read_index_requires_heartbeat_round),
+        T(test_5_3_round_sends_one_append_per_follower),
         T(test_6_4_reads_during_a_round_share_the_next),
         T(test_6_4_read_index_on_follower),
         T(test_6_4_read_index_waits_for_leader_commit_in_term),
