@@ -1363,12 +1363,33 @@ static int ctl_bench_seed(const struct ctl_load_cfg* base,
     return got == n ? 0 : -1;
 }
 
+/* Keeps only the leader in cfg->nodes (--target leader). Returns 0, or -1
+ * after saying why when no leader is known. */
+static int bench_target_leader(struct ctl_load_cfg* cfg) {
+    if (cfg->leader < 0 || (size_t)cfg->leader >= cfg->nodes.count) {
+        fprintf(stderr,
+                "skeinctl bench: --target leader: no node reports "
+                "itself leader\n");
+        return -1;
+    }
+    if (cfg->leader != 0) {
+        memcpy(cfg->nodes.url[0], cfg->nodes.url[cfg->leader],
+               sizeof cfg->nodes.url[0]);
+        memcpy(cfg->nodes.name[0], cfg->nodes.name[cfg->leader],
+               sizeof cfg->nodes.name[0]);
+    }
+    cfg->nodes.count = 1;
+    cfg->leader = 0;
+    return 0;
+}
+
 int ctl_cmd_bench(int argc, char** argv) {
     const char* conns = "1,16,64,256";
     double duration = 5;
     struct ctl_load_args a = {.timeout_s = 10, .attempt_timeout_ms = 4000};
     bool read = false;
     const char* consistency = NULL;
+    const char* target = "all";
     const struct ctl_opt opts[] = {
         {"help", CTL_OPT_FLAG, &a.help},
         {"nodes", CTL_OPT_STR, &a.nodes},
@@ -1377,6 +1398,7 @@ int ctl_cmd_bench(int argc, char** argv) {
         {"duration", CTL_OPT_DOUBLE, &duration},
         {"read", CTL_OPT_FLAG, &read},
         {"consistency", CTL_OPT_STR, &consistency},
+        {"target", CTL_OPT_STR, &target},
         {"value-bytes", CTL_OPT_LONG, &a.value_bytes},
         {"json", CTL_OPT_FLAG, &a.json},
         {"seed", CTL_OPT_LONG, &a.seed},
@@ -1386,17 +1408,22 @@ int ctl_cmd_bench(int argc, char** argv) {
         a.help || duration <= 0 ||
         (consistency != NULL && strcmp(consistency, "linearizable") != 0 &&
          strcmp(consistency, "lease") != 0 &&
-         strcmp(consistency, "stale") != 0)) {
+         strcmp(consistency, "stale") != 0) ||
+        (strcmp(target, "all") != 0 && strcmp(target, "leader") != 0)) {
         fprintf(a.help ? stdout : stderr,
                 "usage: skeinctl bench [--connections 1,16,64,256] "
                 "[--duration S] [--read]\n"
                 "                      [--consistency "
                 "linearizable|lease|stale]\n"
-                "                      [--nodes URL,...] [--value-bytes N] "
-                "[--json]\n"
+                "                      [--target all|leader] [--nodes "
+                "URL,...] [--value-bytes N] [--json]\n"
                 "Closed-loop creates (or reads of existing entries with "
                 "--read, linearizable\nunless --consistency says otherwise), "
-                "one row per connection count.\n");
+                "one row per connection count.\n"
+                "--target all (default) spreads the connections over every "
+                "node, so followers\nforward writes; --target leader sends "
+                "everything to the leader (etcd's\nbenchmark --target-leader)."
+                "\n");
         return a.help ? 0 : 2;
     }
     struct ctl_load_cfg cfg;
@@ -1407,6 +1434,9 @@ int ctl_cmd_bench(int argc, char** argv) {
     a.no_progress = true;
     if (ctl_load_prepare(&cfg, &a) != 0) {
         return 2;
+    }
+    if (strcmp(target, "leader") == 0 && bench_target_leader(&cfg) != 0) {
+        return 1;
     }
     cfg.read = read;
     cfg.consistency = consistency;

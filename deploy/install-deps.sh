@@ -12,6 +12,8 @@ packages=(
     libcivetweb-dev civetweb
     libjansson-dev uuid-dev
     libcurl4-openssl-dev curl
+    # test scripts read JSON answers
+    jq
     # deploy/docker-compose.yml is validated offline (no Docker engine here)
     docker-compose
     # tests/fault: network namespaces, partitions and loss, link checks

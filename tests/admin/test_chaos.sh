@@ -48,6 +48,24 @@ echo "$out"
     t_fail "bench: $(cat "$T_DIR/bench.json")"
 grep -q '"ops_s"' "$T_DIR/bench.json" || t_fail "bench json"
 
+# --target leader: every write goes to the leader, so no follower forwards.
+forwarded() {
+    local sum=0 v
+    for hp in $("$CTL" cluster status --data "$D" | awk '$4 == "follower" { print $1 }'); do
+        v=$(curl -s "http://$hp/status" | jq '.batching.forwarded_writes') || v=x
+        [[ "$v" =~ ^[0-9]+$ ]] || t_fail "no forwarded_writes in $hp/status"
+        sum=$((sum + v))
+    done
+    echo "$sum"
+}
+fw_before=$(forwarded)
+"$CTL" bench --data "$D" --connections 1,8 --duration 1 --target leader --json \
+    >"$T_DIR/bench-leader.json" || t_fail "bench --target leader: $(cat "$T_DIR/bench-leader.json")"
+grep -q '"ops_s"' "$T_DIR/bench-leader.json" || t_fail "bench --target leader json"
+fw_after=$(forwarded)
+[ "$fw_before" = "$fw_after" ] ||
+    t_fail "bench --target leader: followers forwarded $((fw_after - fw_before)) writes"
+
 t_log "storm --chaos"
 rc=0
 # A generous deadline per operation: sanitizer builds on a busy machine
