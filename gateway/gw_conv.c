@@ -267,6 +267,11 @@ json_t* gw_status_json(const Skein__StatusResponse* s) {
     json_object_set_new(faults, "drops", gw_json_u64(s->fault_drops));
     json_object_set_new(faults, "dups", gw_json_u64(s->fault_dups));
     json_object_set_new(o, "fault_injection", faults);
+    json_t* staged = json_object();
+    json_object_set_new(staged, "upload_id",
+                        gw_json_u64(s->restore_staged_upload));
+    json_object_set_new(staged, "bytes", gw_json_u64(s->restore_staged_bytes));
+    json_object_set_new(o, "restore_staging", staged);
     json_object_set_new(o, "configuration",
                         gw_configuration_json(s->configuration));
     json_t* followers = json_array();

@@ -252,6 +252,15 @@ static void fill_status(struct node* n,
     s->fault_drops = ts.fault_drops;
     s->has_fault_dups = 1;
     s->fault_dups = ts.fault_dups;
+    {
+        struct kv_restore_staging staged;
+        if (kv_restore_staging(n->kv, &staged) == STORE_OK) {
+            s->has_restore_staged_upload = 1;
+            s->restore_staged_upload = staged.upload_id;
+            s->has_restore_staged_bytes = 1;
+            s->restore_staged_bytes = staged.bytes;
+        }
+    }
     s->has_fsync_count = 1;
     s->fsync_count = n->counters.fsync_count;
     s->has_fsync_us_sum = 1;

@@ -34,6 +34,12 @@
  *     proposed (no one else can propose it: the restore cannot happen),
  *     UNKNOWN_OUTCOME once it was (it may still commit). At the write
  *     deadline the client gets UNKNOWN_OUTCOME and the restore goes on.
+ *  5. Cleanup: chunks of a restore given up before its commit entry stay
+ *     staged in every node's state. A leader that finds them with no
+ *     restore running proposes an abort entry for that upload id (every
+ *     NODE_RESTORE_ABORT_RETRY_MS until it applies); keyed by upload id,
+ *     it leaves alone a commit entry ahead of it in the log, and any
+ *     later upload.
  */
 #include "node_restore.h"
 
@@ -489,6 +495,52 @@ void node_restore_handle(struct node* n,
     restore_start(n, reply);
 }
 
+/* Interval between abort proposals for the same staged upload. */
+#define NODE_RESTORE_ABORT_RETRY_MS 5000
+
+/* Proposes an abort entry for chunks staged in the state by a restore
+ * that no longer runs anywhere: only the leader running it could have
+ * proposed its commit entry, and it is not running here. Keyed by upload
+ * id, so a commit entry already in the log ahead of it still applies. */
+static void abort_stale_staging(struct node* n, uint64_t now) {
+    struct node_restore* s = &n->restore;
+    struct kv_restore_staging st;
+    Skein__RestoreOp op = SKEIN__RESTORE_OP__INIT;
+    Skein__Command cmd = SKEIN__COMMAND__INIT;
+    raft_index first = 0;
+    raft_term term = 0;
+
+    if (raft_role(n->raft) != RAFT_LEADER ||
+        kv_restore_staging(n->kv, &st) != STORE_OK || st.upload_id == 0 ||
+        (st.upload_id == s->abort_upload &&
+         now - s->abort_ms < NODE_RESTORE_ABORT_RETRY_MS)) {
+        return;
+    }
+    op.has_upload_id = 1;
+    op.upload_id = st.upload_id;
+    op.has_abort = 1;
+    op.abort = 1;
+    cmd.op_case = SKEIN__COMMAND__OP_RESTORE;
+    cmd.restore = &op;
+    uint32_t len = (uint32_t)skein__command__get_packed_size(&cmd);
+    uint8_t* data = malloc(len);
+    if (data == NULL) {
+        return;
+    }
+    skein__command__pack(&cmd, data);
+    if (raft_propose(n->raft, RAFT_ENTRY_NORMAL, (const uint8_t* const*)&data,
+                     &len, 1, &first, &term) == RAFT_OK) {
+        fprintf(stderr,
+                "skein-node %llu: restore chunks of upload %016llx staged "
+                "with no restore running: abort proposed at index %llu\n",
+                (unsigned long long)n->cfg.id, (unsigned long long)st.upload_id,
+                (unsigned long long)first);
+        s->abort_upload = st.upload_id;
+        s->abort_ms = now;
+    }
+    free(data);
+}
+
 void node_restore_tick(struct node* n) {
     struct node_restore* s = &n->restore;
     uint64_t now = node_now_ms();
@@ -525,6 +577,7 @@ void node_restore_tick(struct node* n) {
                 NODE_RESTORE_IDLE_MS / 1000);
         staging_discard(n);
     }
+    abort_stale_staging(n, now);
 }
 
 void node_restore_applied(struct node* n,

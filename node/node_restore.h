@@ -48,6 +48,9 @@ struct node_restore {
     size_t n_inflight;                        /* used slots of inflight */
     struct transport_server_ctx* reply;       /* the `done` request, or NULL */
     uint64_t deadline_ms; /* answer it by then, at the latest */
+    /* Cleanup of a restore some leader gave up (node_restore_tick). */
+    uint64_t abort_upload; /* upload an abort entry was proposed for */
+    uint64_t abort_ms;     /* when */
 };
 
 /**
@@ -63,7 +66,9 @@ void node_restore_handle(struct node* n,
 /**
  * Every tick: collects the verification's verdict, proposes the next
  * chunks, notices a lost leadership or a deadline, and discards an upload
- * idle for NODE_RESTORE_IDLE_MS.
+ * idle for NODE_RESTORE_IDLE_MS. A leader with no restore running that
+ * finds chunks staged in its state (a restore given up before its commit
+ * entry, here or by an earlier leader) proposes an abort entry for them.
  */
 void node_restore_tick(struct node* n);
 

@@ -1541,8 +1541,23 @@ static int kv_restore_commit(struct kv_apply* a, const Skein__RestoreOp* op) {
                           : STORE_OK;
 }
 
+/* Drops the staging if it belongs to the aborted upload; an abort that
+ * finds another upload (or none) changes nothing. */
+static int kv_restore_abort(struct kv_apply* a, const Skein__RestoreOp* op) {
+    uint64_t upload, total;
+    int rv = kv_staging_get(a->kv, a->txn, &upload, &total);
+
+    if (rv != STORE_OK || op->upload_id == 0 || upload != op->upload_id) {
+        return rv;
+    }
+    return kv_staging_reset(a->kv, a->txn, 0, 0);
+}
+
 static int kv_apply_restore(struct kv_apply* a, const Skein__RestoreOp* op) {
     a->r->op = KV_OP_RESTORE;
+    if (op->abort) {
+        return kv_restore_abort(a, op);
+    }
     return op->commit ? kv_restore_commit(a, op) : kv_restore_chunk(a, op);
 }
 

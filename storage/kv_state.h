@@ -52,6 +52,9 @@
  *    check (no staging for its upload, missing bytes, wrong checksum,
  *    not a valid snapshot) is answered KV_STATUS_BAD_REQUEST and changes
  *    no data: the bytes are the same on every node, so is the verdict.
+ *    An abort entry clears the staging if (and only if) it belongs to its
+ *    upload id: a leader proposes one for a restore it finds staged but
+ *    no longer running (its leader changed before the commit entry).
  *    Only an environment failure (disk full, I/O, memory) fails the batch.
  *  - NOOP entries only advance the applied index; CONF entries also store
  *    their data as the membership.

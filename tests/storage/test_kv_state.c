@@ -1654,6 +1654,65 @@ static void test_restore_new_upload_clears(void** state) {
     backup_free(&b);
 }
 
+/* Applies an abort entry for `upload` on f->a; returns its result. */
+static struct kv_result abort_restore(struct fix* f, uint64_t upload) {
+    Skein__RestoreOp op = SKEIN__RESTORE_OP__INIT;
+    Skein__Command cmd = SKEIN__COMMAND__INIT;
+    struct kv_result r;
+
+    op.has_upload_id = op.has_abort = 1;
+    op.upload_id = upload;
+    op.abort = 1;
+    cmd.op_case = SKEIN__COMMAND__OP_RESTORE;
+    cmd.restore = &op;
+    uint32_t len = (uint32_t)skein__command__get_packed_size(&cmd);
+    uint8_t* d = malloc(len);
+    skein__command__pack(&cmd, d);
+    apply_data(f, d, len, &r);
+    assert_int_equal(r.op, KV_OP_RESTORE);
+    return r;
+}
+
+/* A restore given up before its commit entry: the next leader's abort
+ * entry drops its chunks, and only its own, in log order. */
+static void test_restore_abort_drops_staging(void** state) {
+    struct fix* f = *state;
+    struct backup b = {0};
+    uint8_t conf[RAFT_CONF_ENCODED_MAX];
+    size_t conf_len;
+    struct kv_restore_staging sg;
+    const size_t chunk = 8192;
+
+    make_backup(f, &b);
+    make_live(f, conf, &conf_len);
+    uint64_t hash = stats_of(f->a).hash;
+    size_t n_chunks = (b.len + chunk - 1) / chunk;
+    stage_chunks(f, &b, 3, chunk, 0, n_chunks);
+    /* An abort of another upload (or of none) changes nothing. */
+    assert_int_equal(abort_restore(f, 4).status, KV_STATUS_OK);
+    assert_int_equal(abort_restore(f, 0).status, KV_STATUS_OK);
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 3);
+    assert_int_equal(sg.chunks, n_chunks);
+    /* Its own abort empties the staging and leaves the data alone. */
+    assert_int_equal(abort_restore(f, 3).status, KV_STATUS_OK);
+    assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
+    assert_int_equal(sg.upload_id, 0);
+    assert_int_equal(sg.chunks, 0);
+    assert_int_equal(stats_of(f->a).hash, hash);
+    /* So a commit entry that comes after it restores nothing. */
+    struct kv_result r = commit_restore(f, &b, 3, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_int_equal(stats_of(f->a).hash, hash);
+    /* One that came before it had restored, and the abort is a no-op. */
+    stage_chunks(f, &b, 5, chunk, 0, n_chunks);
+    r = commit_restore(f, &b, 5, b.checksum);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    assert_int_equal(abort_restore(f, 5).status, KV_STATUS_OK);
+    assert_int_equal(stats_of(f->a).hash, b.stats.hash);
+    backup_free(&b);
+}
+
 /* The leader's check of an upload before it proposes anything. */
 static void test_snapshot_verify_file(void** state) {
     struct fix* f = *state;
@@ -1747,6 +1806,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_restore_staging_in_snapshot, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_new_upload_clears, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_abort_drops_staging, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_verify_file, setup,
                                         teardown),
