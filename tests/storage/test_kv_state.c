@@ -1619,18 +1619,24 @@ static void test_restore_staging_in_snapshot(void** state) {
     backup_free(&b);
 }
 
+/* The backup (make_backup) and the live state f->a it will be restored
+ * into (make_live); returns how many `chunk`-byte chunks the file has. */
+static size_t restore_fixture(struct fix* f, struct backup* b, size_t chunk) {
+    uint8_t conf[RAFT_CONF_ENCODED_MAX];
+    size_t conf_len;
+
+    make_backup(f, b);
+    make_live(f, conf, &conf_len);
+    return (b->len + chunk - 1) / chunk;
+}
+
 /* A chunk of a new upload clears what an older one staged. */
 static void test_restore_new_upload_clears(void** state) {
     struct fix* f = *state;
     struct backup b = {0};
-    uint8_t conf[RAFT_CONF_ENCODED_MAX];
-    size_t conf_len;
     struct kv_restore_staging sg;
     const size_t chunk = 8192;
-
-    make_backup(f, &b);
-    make_live(f, conf, &conf_len);
-    size_t n_chunks = (b.len + chunk - 1) / chunk;
+    size_t n_chunks = restore_fixture(f, &b, chunk);
     stage_chunks(f, &b, 1, chunk, 0, n_chunks - 1); /* abandoned */
     assert_int_equal(kv_restore_staging(f->a, &sg), STORE_OK);
     assert_int_equal(sg.upload_id, 1);
@@ -1678,15 +1684,10 @@ static struct kv_result abort_restore(struct fix* f, uint64_t upload) {
 static void test_restore_abort_drops_staging(void** state) {
     struct fix* f = *state;
     struct backup b = {0};
-    uint8_t conf[RAFT_CONF_ENCODED_MAX];
-    size_t conf_len;
     struct kv_restore_staging sg;
     const size_t chunk = 8192;
-
-    make_backup(f, &b);
-    make_live(f, conf, &conf_len);
+    size_t n_chunks = restore_fixture(f, &b, chunk);
     uint64_t hash = stats_of(f->a).hash;
-    size_t n_chunks = (b.len + chunk - 1) / chunk;
     stage_chunks(f, &b, 3, chunk, 0, n_chunks);
     /* An abort of another upload (or of none) changes nothing. */
     assert_int_equal(abort_restore(f, 4).status, KV_STATUS_OK);
