@@ -330,40 +330,76 @@ static void handle_event(struct node* n, struct transport_event* ev) {
 /* ------------------------------------------------------------------ */
 /* Ready batches                                                       */
 
-/* Messages of one ready batch for a peer that left us a reply handle. */
+/* Raft messages of one ready batch for one peer, sent together: in a
+ * reply the peer left us (held >= 0), or else in one request. */
 struct piggyback {
-    size_t held; /* index in n->held */
+    uint64_t peer;
+    int held; /* index in n->held, -1: a request of its own */
     ProtobufCBinaryData* bins;
     size_t count;
     size_t bytes;
 };
 
-/* Largest answer put in one reply; the rest travel as requests. */
+/* Most bytes of raft messages sent as one envelope (a reply or a
+ * request); what does not fit goes in the next one. */
 #define NODE_PIGGYBACK_BYTES ((size_t)4 << 20)
 
-/* Answers a held reply with the messages gathered for its peer (one
- * envelope, or a batch of them) and forgets the handle. */
-static void piggyback_flush(struct node* n, struct piggyback* pb) {
-    struct transport_server_ctx* ctx = n->held[pb->held].ctx;
+/* Fills *env with the messages of pb as one EnvelopeBatch (*batch keeps
+ * it; both point into pb). */
+static void batch_envelope(struct node* n,
+                           const struct piggyback* pb,
+                           Skein__Envelope* env,
+                           Skein__EnvelopeBatch* batch) {
+    skein__envelope_batch__init(batch);
+    skein__envelope__init(env);
+    batch->n_envelopes = pb->count;
+    batch->envelopes = pb->bins;
+    env->has_cluster_id = 1;
+    env->cluster_id = n->cfg.cluster_id;
+    env->body_case = SKEIN__ENVELOPE__BODY_BATCH;
+    env->batch = batch;
+}
 
-    if (pb->count == 1) {
-        transport_reply_bytes(ctx, pb->bins[0].data, pb->bins[0].len);
-    } else {
-        Skein__EnvelopeBatch batch = SKEIN__ENVELOPE_BATCH__INIT;
-        Skein__Envelope env = SKEIN__ENVELOPE__INIT;
-        batch.n_envelopes = pb->count;
-        batch.envelopes = pb->bins;
-        env.has_cluster_id = 1;
-        env.cluster_id = n->cfg.cluster_id;
-        env.body_case = SKEIN__ENVELOPE__BODY_BATCH;
-        env.batch = &batch;
-        transport_reply(ctx, &env);
+/* Sends the messages gathered for a peer (one envelope, or a batch of
+ * them), in its held reply if it left one, and empties pb. */
+static void piggyback_flush(struct node* n, struct piggyback* pb) {
+    Skein__EnvelopeBatch batch;
+    Skein__Envelope env;
+
+    if (pb->count == 0) {
+        return;
     }
-    n->held[pb->held].ctx = NULL;
+    if (pb->held >= 0) {
+        struct transport_server_ctx* ctx = n->held[pb->held].ctx;
+        if (pb->count == 1) {
+            transport_reply_bytes(ctx, pb->bins[0].data, pb->bins[0].len);
+        } else {
+            batch_envelope(n, pb, &env, &batch);
+            transport_reply(ctx, &env);
+        }
+        n->held[pb->held].ctx = NULL;
+        pb->held = -1; /* what else comes for this peer goes as a request */
+        n->counters.raft_piggybacked += pb->count;
+    } else if (pb->count == 1) {
+        (void)transport_send(n->tr, pb->peer, TRANSPORT_RAFT, pb->bins[0].data,
+                             pb->bins[0].len, 0, false);
+        n->counters.raft_sent++;
+    } else {
+        batch_envelope(n, pb, &env, &batch);
+        uint8_t* buf;
+        size_t len;
+        if (codec_pack_envelope(&env, &buf, &len) == 0) {
+            (void)transport_send(n->tr, pb->peer, TRANSPORT_RAFT, buf, len, 0,
+                                 false);
+            free(buf);
+        }
+        n->counters.raft_sent += pb->count;
+    }
     for (size_t i = 0; i < pb->count; i++) {
         free(pb->bins[i].data);
     }
-    free(pb->bins);
+    pb->count = 0;
+    pb->bytes = 0;
 }
 
 /* Answers every reply handle still held (empty replies). */
@@ -404,41 +440,43 @@ static void send_messages(struct node* n, const struct raft_ready* rd) {
             continue;
         }
         for (size_t k = 0; k < n_pbs; k++) {
-            if (n->held[pbs[k].held].peer == to) {
+            if (pbs[k].peer == to) {
                 pb = &pbs[k];
             }
         }
         if (pb == NULL && n_pbs < NODE_MAX_PEERS) {
-            int h = held_for(n, to);
-            if (h >= 0 && !transport_peer_faulty(n->tr, to)) {
-                pb = &pbs[n_pbs++];
-                memset(pb, 0, sizeof(*pb));
-                pb->held = (size_t)h;
-                pb->bins = calloc(rd->n_messages, sizeof(*pb->bins));
-                if (pb->bins == NULL) {
-                    n_pbs--;
-                    pb = NULL;
+            pb = &pbs[n_pbs];
+            memset(pb, 0, sizeof(*pb));
+            pb->peer = to;
+            pb->held = -1;
+            pb->bins = calloc(rd->n_messages, sizeof(*pb->bins));
+            if (pb->bins == NULL) {
+                pb = NULL;
+            } else {
+                int h = held_for(n, to);
+                if (h >= 0 && !transport_peer_faulty(n->tr, to)) {
+                    pb->held = h;
                 }
+                n_pbs++;
             }
         }
-        if (pb != NULL && pb->bytes + len <= NODE_PIGGYBACK_BYTES) {
-            pb->bins[pb->count].data = buf;
-            pb->bins[pb->count].len = len;
-            pb->count++;
-            pb->bytes += len;
-            n->counters.raft_piggybacked++;
+        if (pb == NULL) {
+            n->counters.raft_sent++;
+            (void)transport_send(n->tr, to, TRANSPORT_RAFT, buf, len, 0, false);
+            free(buf);
             continue;
         }
-        n->counters.raft_sent++;
-        (void)transport_send(n->tr, to, TRANSPORT_RAFT, buf, len, 0, false);
-        free(buf);
+        if (pb->count > 0 && pb->bytes + len > NODE_PIGGYBACK_BYTES) {
+            piggyback_flush(n, pb);
+        }
+        pb->bins[pb->count].data = buf;
+        pb->bins[pb->count].len = len;
+        pb->count++;
+        pb->bytes += len;
     }
     for (size_t k = 0; k < n_pbs; k++) {
-        if (pbs[k].count > 0) {
-            piggyback_flush(n, &pbs[k]);
-        } else {
-            free(pbs[k].bins);
-        }
+        piggyback_flush(n, &pbs[k]);
+        free(pbs[k].bins);
     }
 }
 

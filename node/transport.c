@@ -676,33 +676,54 @@ static void server_reply_empty(struct transport_server_ctx* c) {
  * anything that is not a well-formed raft RPC of our cluster is dropped
  * and counted. `reply` (may be NULL) goes with the last RPC handed over.
  * Returns whether it was handed over. Locked. */
+/* Hands over the raft messages of one batch part, in order, keeping the
+ * latest back in *last (it may get the reply handle). A part may itself
+ * be a batch (a node's batch for a peer, coalesced again by the queue
+ * here): one level of nesting is opened, deeper ones are dropped. */
+static void deliver_part(struct transport* t,
+                         const ProtobufCBinaryData* part,
+                         struct transport_event** last,
+                         int depth) {
+    Skein__Envelope* inner =
+        skein__envelope__unpack(NULL, part->len, part->data);
+    struct transport_event* ev;
+
+    if (inner != NULL && depth == 0 &&
+        inner->body_case == SKEIN__ENVELOPE__BODY_BATCH &&
+        !(inner->has_cluster_id && inner->cluster_id != t->cfg.cluster_id)) {
+        for (size_t i = 0; i < inner->batch->n_envelopes; i++) {
+            deliver_part(t, &inner->batch->envelopes[i], last, depth + 1);
+        }
+        skein__envelope__free_unpacked(inner, NULL);
+        return;
+    }
+    if (inner == NULL || !codec_is_raft_body(inner) ||
+        (inner->has_cluster_id && inner->cluster_id != t->cfg.cluster_id)) {
+        t->stats.decode_errors++;
+        if (inner != NULL) {
+            skein__envelope__free_unpacked(inner, NULL);
+        }
+        return;
+    }
+    ev = new_event(TRANSPORT_EV_REQUEST);
+    if (ev == NULL) {
+        skein__envelope__free_unpacked(inner, NULL);
+        return;
+    }
+    ev->env = inner;
+    if (*last != NULL) {
+        deliver(t, *last);
+    }
+    *last = ev;
+}
+
 static bool deliver_batch(struct transport* t,
                           const Skein__EnvelopeBatch* b,
                           struct transport_server_ctx* reply) {
     struct transport_event* last = NULL;
 
     for (size_t i = 0; i < b->n_envelopes; i++) {
-        Skein__Envelope* inner = skein__envelope__unpack(
-            NULL, b->envelopes[i].len, b->envelopes[i].data);
-        struct transport_event* ev;
-        if (inner == NULL || !codec_is_raft_body(inner) ||
-            (inner->has_cluster_id && inner->cluster_id != t->cfg.cluster_id)) {
-            t->stats.decode_errors++;
-            if (inner != NULL) {
-                skein__envelope__free_unpacked(inner, NULL);
-            }
-            continue;
-        }
-        ev = new_event(TRANSPORT_EV_REQUEST);
-        if (ev == NULL) {
-            skein__envelope__free_unpacked(inner, NULL);
-            continue;
-        }
-        ev->env = inner;
-        if (last != NULL) {
-            deliver(t, last);
-        }
-        last = ev;
+        deliver_part(t, &b->envelopes[i], &last, 0);
     }
     if (last == NULL) {
         return false;

@@ -31,6 +31,12 @@
  *                                                      request without from
  *   skein-wire encode forward-batch empty | huge      0 or 300 requests
  * and its answer decodes as "forward_batch n=K" then one block per part.
+ *
+ * Raft batches inside raft batches (EnvelopeBatch), from an unknown node 99:
+ *   skein-wire encode raft-batch nested   a batch holding a batch of two
+ *                                         heartbeats: one level is opened
+ *   skein-wire encode raft-batch deep     three levels: the innermost
+ *                                         batch is dropped (counted)
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -257,16 +263,17 @@ static int decode(int verbose) {
                env->admin_response->result_case ==
                    SKEIN__ADMIN_RESPONSE__RESULT_NODE_STATUS) {
         const Skein__StatusResponse* s = env->admin_response->node_status;
-        printf(
-            "node_id=%" PRIu64 " role=%d term=%" PRIu64 " leader=%" PRIu64
-            " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64
-            " hash=%016" PRIx64 " first=%" PRIu64 " snapshots_applied=%" PRIu64
-            " snapshots_sent=%" PRIu64 " fault_dups=%" PRIu64 "\n",
-            s->node_id, s->role, s->term, s->leader_id, s->commit_index,
-            s->last_applied, s->entry_count, s->state_hash, s->first_log_index,
-            s->resync_stats ? s->resync_stats->snapshots_applied : 0,
-            s->resync_stats ? s->resync_stats->send_successes : 0,
-            s->fault_dups);
+        printf("node_id=%" PRIu64 " role=%d term=%" PRIu64 " leader=%" PRIu64
+               " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64
+               " hash=%016" PRIx64 " first=%" PRIu64
+               " snapshots_applied=%" PRIu64 " snapshots_sent=%" PRIu64
+               " fault_dups=%" PRIu64 " dropped=%" PRIu64 "\n",
+               s->node_id, s->role, s->term, s->leader_id, s->commit_index,
+               s->last_applied, s->entry_count, s->state_hash,
+               s->first_log_index,
+               s->resync_stats ? s->resync_stats->snapshots_applied : 0,
+               s->resync_stats ? s->resync_stats->send_successes : 0,
+               s->fault_dups, s->dropped_messages);
         for (size_t i = 0; verbose && i < s->n_followers; i++) {
             const Skein__FollowerStatus* f = s->followers[i];
             printf("follower id=%" PRIu64
@@ -402,10 +409,61 @@ static int encode_forward_batch(int argc, char** argv) {
     return write_env(&env);
 }
 
+/* Packs env into *out (malloc'd). */
+static void pack_into(const Skein__Envelope* env, ProtobufCBinaryData* out) {
+    out->len = skein__envelope__get_packed_size(env);
+    out->data = malloc(out->len + 1);
+    skein__envelope__pack(env, out->data);
+}
+
+/* Wraps `n` packed envelopes in one batch envelope, packed into *out. */
+static void pack_batch(ProtobufCBinaryData* parts,
+                       size_t n,
+                       ProtobufCBinaryData* out) {
+    Skein__EnvelopeBatch b = SKEIN__ENVELOPE_BATCH__INIT;
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    b.n_envelopes = n;
+    b.envelopes = parts;
+    env.body_case = SKEIN__ENVELOPE__BODY_BATCH;
+    env.batch = &b;
+    pack_into(&env, out);
+}
+
+static int encode_raft_batch(int argc, char** argv) {
+    Skein__Heartbeat hb = SKEIN__HEARTBEAT__INIT;
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    ProtobufCBinaryData beats[2], level1, level2, top;
+    const char* mode = argc >= 1 ? argv[0] : "";
+
+    hb.has_term = 1;
+    hb.term = 1;
+    env.has_from = env.has_to = 1;
+    env.from = 99;
+    env.to = 0;
+    env.body_case = SKEIN__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    pack_into(&env, &beats[0]);
+    pack_into(&env, &beats[1]);
+    pack_batch(beats, 2, &level1);
+    if (strcmp(mode, "nested") == 0) {
+        pack_batch(&level1, 1, &top);
+    } else if (strcmp(mode, "deep") == 0) {
+        pack_batch(&level1, 1, &level2);
+        pack_batch(&level2, 1, &top);
+    } else {
+        return 2;
+    }
+    return fwrite(top.data, 1, top.len, stdout) == top.len ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
     if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
         strcmp(argv[2], "forward-batch") == 0) {
         return encode_forward_batch(argc - 3, argv + 3);
+    }
+    if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
+        strcmp(argv[2], "raft-batch") == 0) {
+        return encode_raft_batch(argc - 3, argv + 3);
     }
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) {
         return encode(argc - 2, argv + 2);

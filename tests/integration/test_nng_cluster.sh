@@ -95,6 +95,16 @@ for mode in empty huge; do
     out=$(t_wire "$newleader" forward-batch "$mode") || true
     echo "$out" | grep '^forward_batch' >/dev/null && t_fail "a $mode batch was served: $out"
 done
+t_log "raft batches inside raft batches: one level opened, deeper dropped and counted"
+dropped() { t_status_field "$1" dropped || echo x; }
+d0=$(dropped "$newleader")
+t_wire "$newleader" raft-batch nested >/dev/null || true
+d1=$(dropped "$newleader")
+t_wire "$newleader" raft-batch deep >/dev/null || true
+d2=$(dropped "$newleader")
+[[ "$d0$d1$d2" =~ ^[0-9]+$ ]] || t_fail "no dropped_messages in /status: $d0 $d1 $d2"
+[ "$d1" = "$d0" ] || t_fail "a batch in a batch was dropped ($d0 -> $d1)"
+[ "$d2" = $((d1 + 1)) ] || t_fail "a batch three levels deep was not dropped once ($d1 -> $d2)"
 other=$(( (newleader + 1) % 3 ))
 out=$(t_wire "$other" forward-batch creates 2 fbf) || true
 [ "$(echo "$out" | grep -c ' status=NOT_LEADER$')" = 2 ] || t_fail "a follower served a forwarded batch: $out"
