@@ -442,18 +442,29 @@ static int encode_raft_batch(int argc, char** argv) {
     env.to = 0;
     env.body_case = SKEIN__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
+    bool deep = strcmp(mode, "deep") == 0;
+    int rc;
+
+    if (!deep && strcmp(mode, "nested") != 0) {
+        return 2;
+    }
     pack_into(&env, &beats[0]);
     pack_into(&env, &beats[1]);
     pack_batch(beats, 2, &level1);
-    if (strcmp(mode, "nested") == 0) {
-        pack_batch(&level1, 1, &top);
-    } else if (strcmp(mode, "deep") == 0) {
+    level2 = level1;
+    if (deep) {
         pack_batch(&level1, 1, &level2);
-        pack_batch(&level2, 1, &top);
-    } else {
-        return 2;
     }
-    return fwrite(top.data, 1, top.len, stdout) == top.len ? 0 : 1;
+    pack_batch(&level2, 1, &top);
+    rc = fwrite(top.data, 1, top.len, stdout) == top.len ? 0 : 1;
+    free(beats[0].data);
+    free(beats[1].data);
+    free(level1.data);
+    if (deep) {
+        free(level2.data);
+    }
+    free(top.data);
+    return rc;
 }
 
 int main(int argc, char** argv) {
