@@ -672,10 +672,6 @@ static void server_reply_empty(struct transport_server_ctx* c) {
     server_send(c, msg);
 }
 
-/* Hands each raft RPC of a batch to the node as if it came alone;
- * anything that is not a well-formed raft RPC of our cluster is dropped
- * and counted. `reply` (may be NULL) goes with the last RPC handed over.
- * Returns whether it was handed over. Locked. */
 /* Hands over the raft messages of one batch part, in order, keeping the
  * latest back in *last (it may get the reply handle). A part may itself
  * be a batch (a node's batch for a peer, coalesced again by the queue
@@ -717,6 +713,10 @@ static void deliver_part(struct transport* t,
     *last = ev;
 }
 
+/* Hands each raft RPC of a batch to the node as if it came alone;
+ * anything that is not a well-formed raft RPC of our cluster is dropped
+ * and counted. `reply` (may be NULL) goes with the last RPC handed over.
+ * Returns whether it was handed over. Locked. */
 static bool deliver_batch(struct transport* t,
                           const Skein__EnvelopeBatch* b,
                           struct transport_server_ctx* reply) {
