@@ -47,6 +47,7 @@ void node_config_default(struct node_config* cfg, uint64_t id) {
     cfg->snapshot_threshold = STORE_COMPACT_THRESHOLD_DEFAULT;
     cfg->write_timeout_ms = 5000;
     cfg->read_timeout_ms = 5000;
+    cfg->state_commit_ms = 10;
     cfg->http_threads = 300;
     cfg->pre_vote = true;
     cfg->check_quorum = true;
@@ -792,6 +793,37 @@ static void tick(struct node* n) {
     node_maybe_compact(n);
 }
 
+void node_state_commit(struct node* n, bool force) {
+    int64_t age = kv_pending_age_ms(n->kv);
+
+    if (age < 0 || (!force && age < (int64_t)n->cfg.state_commit_ms)) {
+        return;
+    }
+    int rv = kv_commit_pending(n->kv);
+    if (rv != STORE_OK) {
+        /* The batches since the last commit are gone from the state (not
+         * from the log): replay them, as after a failed apply. */
+        fprintf(stderr,
+                "skein-node %llu: state commit failed (%s); "
+                "replaying the log\n",
+                (unsigned long long)n->cfg.id, store_strerror(rv));
+        n->apply_behind = true;
+    }
+}
+
+/* When the pending state transaction is due (deferred commit), or
+ * UINT64_MAX without one. */
+static uint64_t state_commit_due_ms(const struct node* n, uint64_t now) {
+    int64_t age = kv_pending_age_ms(n->kv);
+
+    if (age < 0) {
+        return UINT64_MAX;
+    }
+    return age >= (int64_t)n->cfg.state_commit_ms
+               ? now
+               : now + (uint64_t)((int64_t)n->cfg.state_commit_ms - age);
+}
+
 static size_t take_events(struct node* n,
                           struct transport_event** batch,
                           size_t cap,
@@ -801,13 +833,18 @@ static size_t take_events(struct node* n,
     pthread_mutex_lock(&n->mu);
     while (n->ev_count == 0 && !n->stop_requested) {
         uint64_t now = node_now_ms();
+        uint64_t due = n->tick_due_ms;
         struct timespec ts;
-        if (now >= n->tick_due_ms) {
+        uint64_t commit_due = state_commit_due_ms(n, now);
+        if (commit_due < due) {
+            due = commit_due;
+        }
+        if (now >= due) {
             break;
         }
         clock_gettime(CLOCK_REALTIME, &ts);
         {
-            uint64_t wait_ns = (n->tick_due_ms - now) * 1000000u;
+            uint64_t wait_ns = (due - now) * 1000000u;
             ts.tv_sec += (time_t)(wait_ns / 1000000000u);
             ts.tv_nsec += (long)(wait_ns % 1000000000u);
             if (ts.tv_nsec >= 1000000000L) {
@@ -860,6 +897,9 @@ static void* node_loop(void* arg) {
     struct transport_event** batch = calloc(cap, sizeof(*batch));
 
     n->tick_due_ms = node_now_ms() + n->cfg.tick_ms;
+    if (kv_set_commit_delay(n->kv, n->cfg.state_commit_ms) != STORE_OK) {
+        fatal(n, "setting the state's commit delay", -1);
+    }
     while (batch != NULL) {
         bool stop = false;
         size_t count = take_events(n, batch, cap, &stop);
@@ -888,6 +928,7 @@ static void* node_loop(void* arg) {
             process_ready(n);
         }
         release_held_replies(n);
+        node_state_commit(n, false);
         if (n->stopping && (raft_role(n->raft) != RAFT_LEADER ||
                             node_now_ms() >= n->stop_deadline_ms)) {
             break;

@@ -37,6 +37,9 @@ struct node_config {
     uint32_t election_ticks;     /* election timeout in ticks */
     uint32_t heartbeat_ticks;    /* heartbeat interval in ticks */
     int durability;              /* enum store_durability */
+    uint32_t state_commit_ms;    /* applied batches are committed to the
+                                    state together at most this often
+                                    (one flush); 0 = each batch */
     size_t map_size;             /* LMDB map size, bytes */
     uint64_t log_retain;         /* entries kept when compacting */
     uint64_t snapshot_threshold; /* compactable entries before a

@@ -307,6 +307,13 @@ int node_snapshot_install(struct node* n,
                           const struct raft_snapshot_meta* meta);
 void node_snapshot_after_ready(struct node* n);
 void node_maybe_compact(struct node* n);
+
+/**
+ * Commits the state's pending transaction (deferred commit) if it is older
+ * than state_commit_ms, or whenever one is pending if `force`. A failed
+ * commit sets apply_behind so the log is replayed. Loop thread only.
+ */
+void node_state_commit(struct node* n, bool force);
 void node_snapshot_close_all(struct node* n);
 /** Starts making a snapshot file of the state at `path` on a thread of
  * its own. Returns 0, or -1 (nothing started) if b is busy or no thread

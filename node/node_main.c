@@ -60,6 +60,12 @@ static void usage(FILE* f) {
         "  --election-ticks N       election timeout in ticks (default 10)\n"
         "  --heartbeat-ticks N      heartbeat interval in ticks (default 2)\n"
         "  --durability MODE        strict (default) | balanced | fast\n"
+        "  --state-commit-ms N      commit applied batches to the state "
+        "together,\n"
+        "                           at most N ms apart (default 10, 0 = "
+        "each\n"
+        "                           batch; the log stays the durability "
+        "point)\n"
         "  --map-size BYTES         LMDB map size per environment (default 64 "
         "GiB)\n"
         "  --log-retain N           entries kept when compacting (default "
@@ -167,6 +173,12 @@ static int set_option(struct main_opts* o, const char* name, const char* val) {
     if (strcmp(name, "snapshot-threshold") == 0) {
         return parse_u64(val, &c->snapshot_threshold);
     }
+    if (strcmp(name, "state-commit-ms") == 0) {
+        return parse_u32(val, &c->state_commit_ms) == 0 &&
+                       c->state_commit_ms <= 1000
+                   ? 0
+                   : -1;
+    }
     if (strcmp(name, "write-timeout-ms") == 0) {
         return parse_u32(val, &c->write_timeout_ms);
     }
@@ -256,6 +268,7 @@ static const char* const env_names[] = {"node-id",
                                         "election-ticks",
                                         "heartbeat-ticks",
                                         "durability",
+                                        "state-commit-ms",
                                         "map-size",
                                         "log-retain",
                                         "snapshot-threshold",

@@ -182,6 +182,9 @@ int node_snapshot_build_start(struct node* n,
     if (b->running) {
         return -1;
     }
+    /* The builder reads committed state: a backup or a snapshot holds
+     * every write answered before it started. */
+    node_state_commit(n, true);
     b->kv = n->kv;
     snprintf(b->path, sizeof(b->path), "%s", path);
     atomic_store(&b->done, false);

@@ -6,6 +6,7 @@
 #define SKEIN_KV_INTERNAL_H
 
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "kv_snapshot.h"
@@ -62,7 +63,12 @@ struct kv_state {
     MDB_dbi dbi_meta;               /* format, state, conf, restore */
     MDB_dbi dbi_restore;            /* restore staging: offset (BE) ->
                                        chunk bytes */
-    struct kv_stats st;             /* counters as last committed */
+    struct kv_stats st;             /* counters as last applied */
+    MDB_txn* pending;               /* write transaction holding applied
+                                       batches not committed yet (deferred
+                                       commit), or NULL */
+    pthread_t pending_owner;        /* the apply thread that opened it */
+    int64_t pending_since_ms;       /* CLOCK_MONOTONIC ms when opened */
     raft_index durable_applied;     /* applied index made durable */
     struct kv_arena arena;          /* protobuf-c allocations while applying */
     struct kv_buf res;              /* result strings of the last batch */

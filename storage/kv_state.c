@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -285,6 +286,15 @@ static int kv_put_meta_state(struct kv_state* kv, MDB_txn* txn) {
 
 static int kv_idem_rebuild(struct kv_state* kv);
 static int kv_rbegin(struct kv_state* kv, MDB_txn** txn);
+static void kv_rend(struct kv_state* kv, MDB_txn* txn);
+static int kv_load_meta(struct kv_state* kv, MDB_txn* txn);
+
+static int64_t kv_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void kv_maybe_trim(struct kv_state* kv, uint64_t n);
 
 /* ------------------------------------------------------------------ */
@@ -415,6 +425,10 @@ int kv_env_reopen(struct kv_state* kv, char* errmsg) {
 }
 
 void kv_env_close(struct kv_state* kv) {
+    if (kv->pending != NULL) {
+        /* on failure the batches are replayed from the log at reopen */
+        (void)kv_commit_pending(kv);
+    }
     store_env_close(&kv->env);
 }
 
@@ -1121,7 +1135,7 @@ int kv_verify_idem(struct kv_state* kv, char* errmsg) {
     }
     int mrc = mdb_cursor_open(txn, kv->dbi_idem, &c);
     if (mrc != 0) {
-        mdb_txn_abort(txn);
+        kv_rend(kv, txn);
         return store_err_from_mdb(mrc);
     }
     for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
@@ -1142,7 +1156,7 @@ int kv_verify_idem(struct kv_state* kv, char* errmsg) {
         rv = store_err_from_mdb(mrc);
     }
     mdb_cursor_close(c);
-    mdb_txn_abort(txn);
+    kv_rend(kv, txn);
     return rv;
 }
 
@@ -1766,7 +1780,20 @@ int kv_apply_batch(struct kv_state* kv,
         return STORE_OK;
     }
     struct kv_stats saved = kv->st;
-    int mrc = mdb_txn_begin(kv->env.env, NULL, 0, &txn);
+    bool deferred = kv->opts.commit_delay_ms > 0;
+    if (deferred && kv->pending == NULL) {
+        int mrc = mdb_txn_begin(kv->env.env, NULL, 0, &kv->pending);
+        if (mrc != 0) {
+            kv->pending = NULL;
+            return kv_fail_mdb(kv, mrc, "begin");
+        }
+        kv->pending_owner = pthread_self();
+        kv->pending_since_ms = kv_mono_ms();
+    }
+    /* Deferred: a child of the pending transaction, so a failed batch
+     * rolls back alone and the batches before it stay. */
+    int mrc =
+        mdb_txn_begin(kv->env.env, deferred ? kv->pending : NULL, 0, &txn);
     if (mrc != 0) {
         return kv_fail_mdb(kv, mrc, "begin");
     }
@@ -1783,7 +1810,12 @@ int kv_apply_batch(struct kv_state* kv,
         kv_idem_undo(kv);
         return rv;
     }
-    rv = store_env_commit(&kv->env, txn);
+    if (deferred) {
+        mrc = mdb_txn_commit(txn); /* into the pending one: no I/O */
+        rv = mrc == 0 ? STORE_OK : store_err_from_mdb(mrc);
+    } else {
+        rv = store_env_commit(&kv->env, txn);
+    }
     if (rv != STORE_OK) {
         kv->st = saved;
         kv_idem_undo(kv);
@@ -1797,7 +1829,7 @@ int kv_apply_batch(struct kv_state* kv,
      * for the meta flush: strict and balanced commits already flushed the
      * data (MDB_NOMETASYNC keeps the environment consistent), fast flushes
      * periodically. kv_sync() makes everything durable when it matters. */
-    rv = kv->env.durability == STORE_DURABILITY_FAST
+    rv = kv->env.durability == STORE_DURABILITY_FAST && !deferred
              ? store_env_sync_batch(&kv->env, false)
              : STORE_OK;
     if (rv != STORE_OK) {
@@ -1809,9 +1841,67 @@ int kv_apply_batch(struct kv_state* kv,
     return STORE_OK;
 }
 
+int kv_set_commit_delay(struct kv_state* kv, uint32_t ms) {
+    int rv = ms == 0 ? kv_commit_pending(kv) : STORE_OK;
+    kv->opts.commit_delay_ms = ms;
+    return rv;
+}
+
+int64_t kv_pending_age_ms(const struct kv_state* kv) {
+    return kv->pending == NULL ? -1 : kv_mono_ms() - kv->pending_since_ms;
+}
+
+/* After a failed commit: the counters and the idempotency map go back to
+ * what the environment holds, the last committed state. */
+static int kv_reload_committed(struct kv_state* kv) {
+    MDB_txn* txn;
+    int mrc = mdb_txn_begin(kv->env.env, NULL, MDB_RDONLY, &txn);
+    if (mrc != 0) {
+        return kv_fail_mdb(kv, mrc, "begin");
+    }
+    int rv = kv_load_meta(kv, txn);
+    mdb_txn_abort(txn);
+    if (rv == STORE_OK) {
+        rv = kv_idem_rebuild(kv);
+    }
+    return rv;
+}
+
+int kv_commit_pending(struct kv_state* kv) {
+    if (kv->pending == NULL) {
+        return STORE_OK;
+    }
+    MDB_txn* txn = kv->pending;
+    kv->pending = NULL;
+    int rv = store_env_commit(&kv->env, txn);
+    if (rv == STORE_OK && kv->env.durability == STORE_DURABILITY_FAST) {
+        rv = store_env_sync_batch(&kv->env, false);
+        if (rv != STORE_OK) {
+            /* committed, only not flushed yet: nothing to reload */
+            return kv_fail(kv, rv, "%s/data.mdb: flush: %s", kv->dir,
+                           store_strerror(rv));
+        }
+    }
+    if (rv != STORE_OK) {
+        int why = rv;
+        rv = kv_reload_committed(kv);
+        if (rv != STORE_OK) {
+            return rv;
+        }
+        return kv_fail(kv, why, "%s/data.mdb: commit: %s", kv->dir,
+                       store_strerror(why));
+    }
+    kv_ok(kv);
+    return STORE_OK;
+}
+
 int kv_sync(struct kv_state* kv) {
+    int rv = kv_commit_pending(kv);
+    if (rv != STORE_OK) {
+        return rv;
+    }
     raft_index applied = kv->st.applied_index;
-    int rv = store_env_flush(&kv->env);
+    rv = store_env_flush(&kv->env);
 
     if (rv != STORE_OK) {
         return kv_fail(kv, rv, "%s/data.mdb: flush: %s", kv->dir,
@@ -1902,9 +1992,27 @@ void kv_trim_memory(struct kv_state* kv) {
 /* ------------------------------------------------------------------ */
 /* Reads (any thread; each call uses its own read transaction)         */
 
+/* The apply thread reads through its pending write transaction: it must
+ * see the batches it applied (and answered) but did not commit yet, and
+ * LMDB gives a thread one transaction at a time. */
+static bool kv_reads_pending(const struct kv_state* kv) {
+    return kv->pending != NULL &&
+           pthread_equal(pthread_self(), kv->pending_owner);
+}
+
 static int kv_rbegin(struct kv_state* kv, MDB_txn** txn) {
+    if (kv_reads_pending(kv)) {
+        *txn = kv->pending;
+        return STORE_OK;
+    }
     int mrc = mdb_txn_begin(kv->env.env, NULL, MDB_RDONLY, txn);
     return mrc == 0 ? STORE_OK : store_err_from_mdb(mrc);
+}
+
+static void kv_rend(struct kv_state* kv, MDB_txn* txn) {
+    if (txn != kv->pending) {
+        mdb_txn_abort(txn);
+    }
 }
 
 /* Offsets of one entry's strings in a kv_buf, fixed up at the end. */
@@ -1973,7 +2081,7 @@ int kv_get(struct kv_state* kv,
     } else {
         rv = store_err_from_mdb(mrc);
     }
-    mdb_txn_abort(txn);
+    kv_rend(kv, txn);
     if (rv == STORE_OK) {
         kv_read_fix(buf, out, &offs, 1);
     }
@@ -2107,7 +2215,7 @@ int kv_list(struct kv_state* kv,
         rv = q->key != NULL
                  ? kv_list_key(kv, txn, q, limit, buf, out, offs, n, truncated)
                  : kv_list_all(kv, txn, q, limit, buf, out, offs, n, truncated);
-        mdb_txn_abort(txn);
+        kv_rend(kv, txn);
     }
     if (rv == STORE_OK) {
         kv_read_fix(buf, out, offs, *n);
@@ -2130,7 +2238,7 @@ int kv_stats(struct kv_state* kv, struct kv_stats* out) {
     }
     int mrc = mdb_get(txn, kv->dbi_meta, &k, &v);
     rv = mrc == 0 ? kv_meta_decode(&v, out) : store_err_from_mdb(mrc);
-    mdb_txn_abort(txn);
+    kv_rend(kv, txn);
     return rv;
 }
 
@@ -2180,7 +2288,7 @@ int kv_random_id(struct kv_state* kv,
     } else {
         rv = store_err_from_mdb(mrc);
     }
-    mdb_txn_abort(txn);
+    kv_rend(kv, txn);
     kv_maybe_trim(kv, 1);
     return rv;
 }
@@ -2216,7 +2324,7 @@ int kv_conf(struct kv_state* kv,
         kv_meta_decode(&v, &st) == STORE_OK) {
         *conf_index = st.conf_index;
     }
-    mdb_txn_abort(txn);
+    kv_rend(kv, txn);
     return rv;
 }
 
@@ -2243,7 +2351,7 @@ int kv_restore_staging(struct kv_state* kv, struct kv_restore_staging* out) {
     if (rv == STORE_OK && mrc != 0 && mrc != MDB_NOTFOUND) {
         rv = store_err_from_mdb(mrc);
     }
-    mdb_txn_abort(txn);
+    kv_rend(kv, txn);
     return rv;
 }
 
@@ -2386,7 +2494,7 @@ int kv_verify(struct kv_state* kv, struct kv_stats* recomputed, char* errmsg) {
     if (rv == STORE_OK) {
         rv = kv_verify_scan(kv, txn, &re, errmsg);
     }
-    mdb_txn_abort(txn);
+    kv_rend(kv, txn);
     if (rv == STORE_OK) {
         re.applied_index = stored.applied_index;
         re.applied_term = stored.applied_term;

@@ -75,11 +75,25 @@
  * index (store_recover.h). kv_sync() makes everything applied durable; the
  * log may be compacted only below kv_durable_applied().
  *
- * Threading: kv_apply_batch, kv_sync, kv_set_map_size, the snapshot writer
- * and kv_close belong to one thread (the apply thread). The read functions
- * (kv_get, kv_list, kv_count, kv_random_id, kv_stats, kv_verify) and
- * kv_snapshot_create may run concurrently from other threads, each with
- * its own struct kv_buf; they see the state of the last committed batch.
+ * Deferred commit (commit_delay_ms > 0): the flush per batch costs the
+ * apply thread a disk round trip on every raft round, so batches are
+ * instead applied in child transactions of one write transaction that
+ * stays open until kv_commit_pending() (the node calls it every
+ * commit_delay_ms, and kv_sync, kv_close and snapshot installation call
+ * it). This is etcd's batched backend commit. A batch's results are final
+ * when kv_apply_batch returns: the log, not the state, is what makes a
+ * write durable, and a crash loses only state that recovery replays from
+ * the log. The environment stays uncorrupted: each commit still flushes
+ * its data before its meta page.
+ *
+ * Threading: kv_apply_batch, kv_commit_pending, kv_sync, kv_set_map_size,
+ * the snapshot writer and kv_close belong to one thread (the apply
+ * thread). The read functions (kv_get, kv_list, kv_count, kv_random_id,
+ * kv_stats, kv_verify) and kv_snapshot_create may run concurrently from
+ * other threads, each with its own struct kv_buf; they see the state of
+ * the last committed transaction. On the apply thread they also see the
+ * batches applied but not committed yet, so a write acknowledged from its
+ * result is visible to the next read served there.
  * Snapshot installation and kv_set_map_size need every reader to be out.
  */
 #ifndef SKEIN_KV_STATE_H
@@ -173,6 +187,11 @@ struct kv_options {
                                and applies trim the map (kv_trim_memory);
                                0 = KV_RSS_FILE_BUDGET_DEFAULT, SIZE_MAX =
                                never */
+    uint32_t commit_delay_ms; /* 0: every kv_apply_batch commits its own
+                                 transaction. Otherwise batches accumulate
+                                 in one write transaction that
+                                 kv_commit_pending() commits (one flush for
+                                 all of them); see "Deferred commit". */
 };
 
 /** A consistent view of the state's counters. */
@@ -236,9 +255,34 @@ int kv_apply_batch(struct kv_state* kv,
 
 /**
  * Makes everything applied durable (one flush) and advances
- * kv_durable_applied(). Returns STORE_OK or STORE_EIO.
+ * kv_durable_applied(). Commits the deferred transaction first. Returns
+ * STORE_OK, STORE_EDISKFULL or STORE_EIO; after a failed commit the
+ * applied index is back at the last committed one (kv_commit_pending).
  */
 int kv_sync(struct kv_state* kv);
+
+/**
+ * Commits the batches applied since the last commit (deferred commit), in
+ * one transaction with one flush. Does nothing without a pending
+ * transaction. Returns STORE_OK, or STORE_EDISKFULL / STORE_EIO: then the
+ * pending batches are dropped, kv_applied_index() and the idempotency map
+ * are back at the last committed state, and the caller replays the log
+ * from there (store_replay). Apply thread only.
+ */
+int kv_commit_pending(struct kv_state* kv);
+
+/**
+ * Sets commit_delay_ms (kv_options) from now on; the calling thread becomes
+ * the apply thread. Setting 0 commits what is pending. Returns STORE_OK or
+ * what kv_commit_pending returns.
+ */
+int kv_set_commit_delay(struct kv_state* kv, uint32_t ms);
+
+/**
+ * Milliseconds (CLOCK_MONOTONIC) since the pending transaction was opened,
+ * or -1 without one. Apply thread only.
+ */
+int64_t kv_pending_age_ms(const struct kv_state* kv);
 
 /** Last applied index (apply thread; no transaction). */
 raft_index kv_applied_index(const struct kv_state* kv);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -1681,6 +1682,92 @@ static struct kv_result abort_restore(struct fix* f, uint64_t upload) {
 
 /* A restore given up before its commit entry: the next leader's abort
  * entry drops its chunks, and only its own, in log order. */
+/* Reads a's counters from another thread: the committed view. */
+static void* stats_elsewhere(void* arg) {
+    struct fix* f = arg;
+    static struct kv_stats st;
+    assert_int_equal(kv_stats(f->a, &st), STORE_OK);
+    return &st;
+}
+
+static raft_index committed_applied(struct fix* f) {
+    pthread_t t;
+    void* out = NULL;
+    assert_int_equal(pthread_create(&t, NULL, stats_elsewhere, f), 0);
+    pthread_join(t, &out);
+    return ((struct kv_stats*)out)->applied_index;
+}
+
+/*
+ * Deferred commit: batches applied into the pending transaction are final
+ * for the apply thread (reads, idempotent retries) before any commit;
+ * other threads see them once kv_commit_pending ran; a process that dies
+ * before the commit leaves the last committed state, uncorrupted, for the
+ * log to be replayed onto.
+ */
+static void test_deferred_commit(void** state) {
+    struct fix* f = *state;
+    struct kv_result r;
+    struct kv_entry e;
+    struct kv_buf buf = {0};
+
+    assert_int_equal(kv_set_commit_delay(f->a, 60000), STORE_OK);
+    assert_int_equal(kv_pending_age_ms(f->a), -1);
+    apply_create(f, "r1", "a", "k1", "v1", &r);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    apply_create(f, "r2", "b", "k2", "v2", &r);
+    assert_true(kv_pending_age_ms(f->a) >= 0);
+
+    /* the apply thread sees both batches */
+    assert_int_equal(kv_get(f->a, "a", 1, &buf, &e), STORE_OK);
+    expect_entry(&e, "a", "k1", "v1", 1);
+    assert_int_equal(stats_of(f->a).applied_index, 2);
+    /* a retry in a later batch is answered from the pending result */
+    apply_create(f, "r1", "a", "k1", "v1", &r);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    assert_int_equal(r.entry.seq, 1);
+    assert_int_equal(stats_of(f->a).count, 2);
+    /* another thread sees the committed state only */
+    assert_int_equal(committed_applied(f), 0);
+
+    assert_int_equal(kv_commit_pending(f->a), STORE_OK);
+    assert_int_equal(kv_pending_age_ms(f->a), -1);
+    assert_int_equal(committed_applied(f), 3);
+    kv_buf_free(&buf);
+
+    /* A process dying with a batch pending: the state stays at the last
+     * commit and opens cleanly. */
+    kv_close(f->a);
+    f->a = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct kv_state* kv = NULL;
+        char err[STORE_ERRMSG_SIZE];
+        struct raft_entry ent = {
+            .term = 1, .index = 4, .type = RAFT_ENTRY_NORMAL};
+        ent.data = tu_cmd_create("r4", "c", "k3", "v3", &ent.len);
+        if (kv_open(f->a_dir, NULL, &kv, err) != STORE_OK ||
+            kv_set_commit_delay(kv, 60000) != STORE_OK ||
+            kv_apply_batch(kv, &ent, 1, NULL) != STORE_OK ||
+            kv_applied_index(kv) != 4) {
+            _exit(1);
+        }
+        _exit(0); /* no commit, no close */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    f->a = open_kv(f->a_dir, NULL);
+    assert_int_equal(kv_applied_index(f->a), 3);
+    assert_int_equal(stats_of(f->a).count, 2);
+    char err[STORE_ERRMSG_SIZE];
+    struct kv_stats recomputed;
+    assert_int_equal(kv_verify(f->a, &recomputed, err), STORE_OK);
+    assert_int_equal(recomputed.count, 2);
+}
+
 static void test_restore_abort_drops_staging(void** state) {
     struct fix* f = *state;
     struct backup b = {0};
@@ -1810,6 +1897,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_abort_drops_staging, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_verify_file, setup,
                                         teardown),
     };
