@@ -1937,7 +1937,11 @@ const char* kv_dir(const struct kv_state* kv) {
 }
 
 int kv_set_map_size(struct kv_state* kv, size_t bytes) {
-    int rv = store_env_set_map_size(&kv->env, bytes);
+    /* LMDB refuses while a write transaction is open */
+    int rv = kv_commit_pending(kv);
+    if (rv == STORE_OK) {
+        rv = store_env_set_map_size(&kv->env, bytes);
+    }
 
     if (rv != STORE_OK) {
         return kv_fail(kv, rv, "%s: cannot set the map size to %zu bytes",

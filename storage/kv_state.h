@@ -385,8 +385,9 @@ int kv_restore_staging(struct kv_state* kv, struct kv_restore_staging* out);
 int kv_verify(struct kv_state* kv, struct kv_stats* recomputed, char* errmsg);
 
 /**
- * Changes the map size (after STORE_EDISKFULL). No other thread may be
- * inside kv. Returns STORE_OK or a STORE_E* code.
+ * Changes the map size (after STORE_EDISKFULL), committing what is pending
+ * first. No other thread may be inside kv. Returns STORE_OK or a STORE_E*
+ * code.
  */
 int kv_set_map_size(struct kv_state* kv, size_t bytes);
 
