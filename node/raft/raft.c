@@ -506,18 +506,39 @@ static void release_read(struct raft* r, const struct raft_pending_read* rd) {
     }
 }
 
-/* Number of voters (self included) that acknowledged round `seq`. */
-static uint32_t read_acks_for(const struct raft* r, uint64_t seq) {
+/* Number of voters (self and `requester` included) that acknowledged
+ * round `seq`. */
+static uint32_t read_acks_for(const struct raft* r,
+                              uint64_t seq,
+                              raft_node_id requester) {
     uint32_t n = 0;
     for (uint32_t i = 0; i < r->n_prs; i++) {
         if (!is_voter(r, r->prs[i].id)) {
             continue;
         }
-        if (r->prs[i].id == r->cfg.id || r->read_acks[i] >= seq) {
+        if (r->prs[i].id == r->cfg.id || r->prs[i].id == requester ||
+            r->read_acks[i] >= seq) {
             n++;
         }
     }
     return n;
+}
+
+/*
+ * The voter that asked for a read index acknowledges the leader with the
+ * request itself (ours, on top of thesis §6.4 step 3). The request left the
+ * follower after the reads it carries arrived there, in a term no higher
+ * than the leader's, so the follower had not voted for a newer leader
+ * before those reads began; together with heartbeat answers sent after the
+ * index was recorded, a majority that had not moved on proves that no
+ * newer leader committed anything those reads must see. In a 3-node
+ * cluster the leader and the requester are that majority: a follower's
+ * read costs no heartbeat round. The acknowledgement counts for the
+ * requester's own reads only: reads registered later may postdate it.
+ */
+static raft_node_id read_requester(const struct raft* r,
+                                   const struct raft_pending_read* rd) {
+    return rd->from == r->cfg.id ? 0 : rd->from;
 }
 
 /* Thesis §6.4 step 3: a read is released once a quorum answered a
@@ -526,33 +547,35 @@ static uint32_t read_acks_for(const struct raft* r, uint64_t seq) {
 static void maybe_release_reads(struct raft* r) {
     uint32_t quorum = raft_quorum_size(raft_conf_voter_count(current_conf(r)));
     bool ready = term_at(r, r->commit) == r->term;
+    bool no_confirm = mutant(r, RAFT_MUTANT_READ_NO_CONFIRM);
 
-    while (r->n_reads_pending > 0) {
-        struct raft_pending_read* rd = read_at(r, 0);
+    for (uint32_t i = 0; i < r->n_reads_pending; i++) {
+        struct raft_pending_read* rd = read_at(r, i);
+        if (rd->from == 0) {
+            continue; /* answered */
+        }
         if (rd->seq == 0) {
             if (!ready) {
-                break;
+                continue;
             }
             rd->index = r->commit;
-            rd->seq = ++r->read_seq;
-        }
-        if (!mutant(r, RAFT_MUTANT_READ_NO_CONFIRM) &&
-            read_acks_for(r, rd->seq) < quorum) {
-            break;
+            /* UINT64_MAX: no round answered yet, only self and the
+             * requester count. */
+            if (!no_confirm &&
+                read_acks_for(r, UINT64_MAX, read_requester(r, rd)) < quorum) {
+                rd->seq = ++r->read_seq; /* asks for a round */
+                continue;
+            }
+        } else if (!no_confirm &&
+                   read_acks_for(r, rd->seq, read_requester(r, rd)) < quorum) {
+            continue;
         }
         release_read(r, rd);
+        rd->from = 0;
+    }
+    while (r->n_reads_pending > 0 && read_at(r, 0)->from == 0) {
         r->reads_start = (r->reads_start + 1) % RAFT_MAX_READS;
         r->n_reads_pending--;
-    }
-    /* Later reads may still be waiting for their first round. */
-    if (ready) {
-        for (uint32_t i = 0; i < r->n_reads_pending; i++) {
-            struct raft_pending_read* rd = read_at(r, i);
-            if (rd->seq == 0) {
-                rd->index = r->commit;
-                rd->seq = ++r->read_seq;
-            }
-        }
     }
 }
 
@@ -1939,7 +1962,7 @@ static bool read_round_in_flight(const struct raft* r) {
     uint32_t quorum = raft_quorum_size(raft_conf_voter_count(current_conf(r)));
 
     if (s == 0 || r->hb_rounds[s % RAFT_HB_ROUNDS] != s ||
-        read_acks_for(r, s) >= quorum) {
+        read_acks_for(r, s, 0) >= quorum) {
         return false;
     }
     return r->ticks - r->hb_round_ticks[s % RAFT_HB_ROUNDS] <

@@ -2322,6 +2322,64 @@ static void test_6_4_read_index_on_follower(void** state) {
     assert_true(h_node(h, 2)->applied >= rs->index);
 }
 
+/*
+ * The requester's ReadIndex request acknowledges the leader for its own
+ * reads (raft.c, read_requester): in a 3-node cluster the leader and the
+ * requester are a majority, so a follower's read is answered without a
+ * heartbeat round; in a 5-node cluster one more voter must answer a round.
+ * A read the leader registers afterwards still waits for its own round.
+ */
+static void test_6_4_follower_request_counts_as_ack(void** state) {
+    struct h_opts o = h_plain(3, 644);
+    struct harness* h = h_new(state, &o);
+    h_elect(h, 1);
+    h_must_propose(h, 1, "v=1");
+    h_stabilize(h);
+    raft_index commit = raft_commit_index(h_r(h, 1));
+
+    assert_int_equal(raft_read_index(h_r(h, 2), 9), RAFT_OK);
+    h_process(h, 2);
+    assert_true(h_deliver_one(h)); /* the READ_INDEX, to the leader */
+    assert_int_equal(h_count_msgs(h, RAFT_MSG_HEARTBEAT, 1), 0);
+    const struct raft_message* resp =
+        h_find_msg(h, RAFT_MSG_READ_INDEX_RESP, 1, 2);
+    assert_non_null(resp);
+    assert_false(resp->reject);
+    assert_int_equal(resp->index, commit);
+    h_stabilize(h);
+    const struct raft_read_state* rs = h_read(h, 2, 9);
+    assert_non_null(rs);
+    assert_false(rs->failed);
+    assert_int_equal(rs->index, commit);
+
+    /* The leader's own read is not confirmed by that request. */
+    assert_int_equal(raft_read_index(h_r(h, 1), 10), RAFT_OK);
+    h_process(h, 1);
+    assert_null(h_read(h, 1, 10));
+    assert_int_equal(h_count_msgs(h, RAFT_MSG_HEARTBEAT, 1), 2);
+    h_stabilize(h);
+    assert_non_null(h_read(h, 1, 10));
+
+    /* 5 nodes: leader + requester are 2 of 5; a round must confirm. */
+    struct h_opts o5 = h_plain(5, 645);
+    struct harness* h5 = h_new(state, &o5);
+    h_elect(h5, 1);
+    h_must_propose(h5, 1, "v=1");
+    h_stabilize(h5);
+    h_cut(h5, 1, 3);
+    h_cut(h5, 1, 4);
+    h_cut(h5, 1, 5);
+    assert_int_equal(raft_read_index(h_r(h5, 2), 11), RAFT_OK);
+    h_stabilize(h5);
+    assert_null(h_read(h5, 2, 11));
+    h_recover(h5);
+    h_tick(h5, 1, H_HB);
+    h_stabilize(h5);
+    rs = h_read(h5, 2, 11);
+    assert_non_null(rs);
+    assert_false(rs->failed);
+}
+
 static bool drop_appends_from(struct harness* h, struct raft_message* m) {
     return !(m->type == RAFT_MSG_APPEND && m->from == h->filter_node);
 }
@@ -3250,6 +3308,7 @@ int main(void) {
         T(test_5_3_round_sends_one_append_per_follower),
         T(test_6_4_reads_during_a_round_share_the_next),
         T(test_6_4_read_index_on_follower),
+        T(test_6_4_follower_request_counts_as_ack),
         T(test_6_4_read_index_waits_for_leader_commit_in_term),
         T(test_3_10_leader_transfer),
         T(test_4_1_add_learner_promote_remove),
