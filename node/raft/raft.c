@@ -756,8 +756,9 @@ static void bcast_append(struct raft* r, bool send_if_empty) {
 /* Every heartbeat round gets a fresh number (shared with read sequence
  * numbers, so a round confirms every read registered before it) and its
  * send tick is remembered: the lease runs from when a round LEFT, not
- * from when its answer arrived (thesis §6.4.1; F6 in FINDINGS.md). */
-static void bcast_heartbeat(struct raft* r) {
+ * from when its answer arrived (thesis §6.4.1; F6 in FINDINGS.md).
+ * `to[i]` says whether prs[i] gets it. */
+static void send_heartbeat_round(struct raft* r, const bool* to) {
     uint64_t round = ++r->read_seq;
 
     r->hb_rounds[round % RAFT_HB_ROUNDS] = round;
@@ -765,7 +766,7 @@ static void bcast_heartbeat(struct raft* r) {
     for (uint32_t i = 0; i < r->n_prs; i++) {
         struct raft_progress* pr = &r->prs[i];
         struct raft_message* m;
-        if (pr->id == r->cfg.id) {
+        if (pr->id == r->cfg.id || !to[i]) {
             continue;
         }
         m = new_message(r, RAFT_MSG_HEARTBEAT, pr->id);
@@ -777,6 +778,49 @@ static void bcast_heartbeat(struct raft* r) {
         m->context = round;
     }
     r->read_seq_sent = round;
+}
+
+static void bcast_heartbeat(struct raft* r) {
+    bool to[RAFT_MAX_NODES];
+
+    for (uint32_t i = 0; i < r->n_prs; i++) {
+        to[i] = true;
+    }
+    send_heartbeat_round(r, to);
+}
+
+/*
+ * A round that only confirms reads goes to just enough voters to make a
+ * quorum with the leader: those that answered the latest rounds (ours, on
+ * top of thesis §6.4 step 3). Every answer costs a message in and out, and
+ * in a 3-node cluster one answer is all a round needs. Should a chosen
+ * voter not answer, the periodic heartbeat, which goes to everyone and
+ * confirms every read registered before it, releases the reads.
+ */
+static void send_read_round(struct raft* r) {
+    uint32_t quorum = raft_quorum_size(raft_conf_voter_count(current_conf(r)));
+    bool to[RAFT_MAX_NODES];
+    uint32_t chosen = 1; /* the leader itself */
+
+    memset(to, 0, sizeof(to));
+    while (chosen < quorum) {
+        int best = -1;
+        for (uint32_t i = 0; i < r->n_prs; i++) {
+            raft_node_id id = r->prs[i].id;
+            if (to[i] || id == r->cfg.id || !is_voter(r, id)) {
+                continue;
+            }
+            if (best < 0 || r->read_acks[i] > r->read_acks[best]) {
+                best = (int)i;
+            }
+        }
+        if (best < 0) {
+            break;
+        }
+        to[best] = true;
+        chosen++;
+    }
+    send_heartbeat_round(r, to);
 }
 
 static void send_timeout_now(struct raft* r, raft_node_id to) {
@@ -2076,9 +2120,9 @@ void raft_ready(struct raft* r, struct raft_ready* rd) {
     memset(rd, 0, sizeof(*rd));
     memset(&hs, 0, sizeof(hs));
     if (read_round_pending(r)) {
-        /* One heartbeat round confirms every read registered so far. */
-        bcast_heartbeat(r);
-        r->heartbeat_elapsed = 0;
+        /* One heartbeat round confirms every read registered so far. It
+         * does not replace the periodic heartbeat: it may skip voters. */
+        send_read_round(r);
     }
     hs.term = r->term;
     hs.vote = r->vote;
