@@ -128,6 +128,7 @@ static int gw_copy_config(struct gw* gw, const struct gw_config* cfg) {
     gw->node_count = cfg->node_count;
     atomic_init(&gw->leader, -1);
     atomic_init(&gw->rr, 0u);
+    atomic_init(&gw->accepting, false);
     return GW_OK;
 }
 
@@ -140,6 +141,28 @@ static int gw_log_message(const struct mg_connection* conn,
         fprintf(stderr, "skein-gateway: civetweb: %s\n", message);
     }
     return 1; /* handled */
+}
+
+/* civetweb calls this before it looks for a handler: while the gateway is
+ * not accepting (starting: no routes yet), the request is answered 503
+ * here. Returns 0 to let civetweb route the request, else the status sent. */
+static int gw_begin_request(struct mg_connection* conn) {
+    const struct mg_context* ctx = mg_get_context(conn);
+    struct gw* gw = ctx != NULL ? mg_get_user_data(ctx) : NULL;
+    if (gw == NULL || atomic_load(&gw->accepting)) {
+        return 0;
+    }
+    static const char body[] =
+        "{\"error\":\"the gateway is not serving yet: retry shortly\","
+        "\"code\":\"unavailable\"}\n";
+    mg_printf(conn,
+              "HTTP/1.1 503 Service Unavailable\r\n"
+              "Content-Type: application/json\r\n"
+              "Retry-After: %s\r\n"
+              "Content-Length: %zu\r\n"
+              "Connection: close\r\n\r\n%s",
+              GW_RETRY_AFTER_S, sizeof body - 1, body);
+    return 503;
 }
 
 static pthread_once_t gw_mg_once = PTHREAD_ONCE_INIT;
@@ -172,6 +195,7 @@ static int gw_start_http(struct gw* gw) {
     struct mg_callbacks callbacks;
     memset(&callbacks, 0, sizeof callbacks);
     callbacks.log_message = gw_log_message;
+    callbacks.begin_request = gw_begin_request;
     struct mg_init_data init = {.callbacks = &callbacks,
                                 .user_data = gw,
                                 .configuration_options = opts};
@@ -190,7 +214,14 @@ static int gw_start_http(struct gw* gw) {
     int count = mg_get_server_ports(gw->mg, 4, ports);
     gw->port = count > 0 ? ports[0].port : -1;
     gw_http_install(gw);
+    gw_set_accepting(gw, true);
     return GW_OK;
+}
+
+void gw_set_accepting(struct gw* gw, bool on) {
+    if (gw != NULL) {
+        atomic_store(&gw->accepting, on);
+    }
 }
 
 int gw_start(const struct gw_config* cfg, struct gw** out) {

@@ -54,6 +54,7 @@
 #ifndef SKEIN_GW_H
 #define SKEIN_GW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -177,6 +178,16 @@ int gw_start(const struct gw_config* cfg, struct gw** out);
  * gw may be NULL. gw is invalid afterwards.
  */
 void gw_stop(struct gw* gw);
+
+/*
+ * gw_set_accepting - whether requests are served (true, the state once
+ * gw_start returned) or each answered 503 {"code":"unavailable"} with
+ * Retry-After and nothing else done (false). Safe from any thread. The
+ * gateway starts refusing: civetweb listens before the routes are in
+ * place, and a request in that window must not get civetweb's own 404,
+ * which a client would take for "no such entry".
+ */
+void gw_set_accepting(struct gw* gw, bool on);
 
 /*
  * gw_port - the TCP port the gateway listens on (useful with port 0).

@@ -116,6 +116,7 @@ struct gw {
     char listen[128];      /* cfg.listen points here */
     char acl[512];         /* cfg.access_control_list, or "" */
     struct mg_context* mg; /* civetweb, NULL until started */
+    atomic_bool accepting; /* requests are routed (gw_set_accepting) */
     int port;              /* bound HTTP port */
     struct gw_node nodes[GW_MAX_NODES];
     size_t node_count;

@@ -367,6 +367,29 @@ static void test_idempotency_key(void** state) {
 
 /* ---- errors ------------------------------------------------------------ */
 
+/* A gateway that is not accepting (starting: civetweb listens before the
+ * routes exist) answers 503 "unavailable" with Retry-After, never
+ * civetweb's own 404 that a client would read as "no such entry"; found by
+ * `skeinctl storm --chaos`, whose reads of a restarting node got 404s. */
+static void test_refuses_until_accepting(void** state) {
+    struct fx* fx = *state;
+    struct http_resp r;
+    char buf[32];
+    gw_set_accepting(fx->gw, false);
+    http_simple(fx->port, "GET", "/api/kv/nope", NULL, &r);
+    gwt_expect_error(&r, 503, "unavailable");
+    assert_non_null(http_header(&r, "Retry-After", buf, sizeof buf));
+    http_free(&r);
+    http_simple(fx->port, "POST", "/api/kv", "{\"key\":\"k\",\"value\":\"v\"}",
+                &r);
+    gwt_expect_error(&r, 503, "unavailable");
+    http_free(&r);
+    gw_set_accepting(fx->gw, true);
+    http_simple(fx->port, "GET", "/api/kv/nope", NULL, &r);
+    gwt_expect_error(&r, 404, "not_found");
+    http_free(&r);
+}
+
 static void test_bad_json(void** state) {
     struct fx* fx = *state;
     static const struct {
@@ -1025,15 +1048,25 @@ static void test_snapshot(void** state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
-        T(test_create_and_get), T(test_update_and_cas),
-        T(test_delete),         T(test_list_paging_count_random),
-        T(test_consistency),    T(test_idempotency_key),
-        T(test_bad_json),       T(test_routes_and_methods),
-        T(test_body_limits),    T(test_node_statuses),
-        T(test_status),         T(test_raft_views),
-        T(test_force_resync),   T(test_transfer_leader),
-        T(test_members),        T(test_metrics_and_dashboard),
-        T(test_append),         T(test_snapshot),
+        T(test_create_and_get),
+        T(test_update_and_cas),
+        T(test_delete),
+        T(test_list_paging_count_random),
+        T(test_consistency),
+        T(test_idempotency_key),
+        T(test_bad_json),
+        T(test_routes_and_methods),
+        T(test_refuses_until_accepting),
+        T(test_body_limits),
+        T(test_node_statuses),
+        T(test_status),
+        T(test_raft_views),
+        T(test_force_resync),
+        T(test_transfer_leader),
+        T(test_members),
+        T(test_metrics_and_dashboard),
+        T(test_append),
+        T(test_snapshot),
 #undef T
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
