@@ -96,6 +96,7 @@ struct raft {
     uint64_t hb_round_ticks[RAFT_HB_ROUNDS]; /* ... and when they left */
     uint64_t read_seq_sent;                  /* last round broadcast */
     uint64_t read_acks[RAFT_MAX_NODES];      /* per prs[i]: round acked */
+    raft_node_id last_read_requester;        /* mutant read-stale-requester */
 
     /* Output accumulated until raft_advance(). */
     struct raft_message* msgs;
@@ -166,6 +167,7 @@ const char* raft_mutant_name(int mutant) {
         "append-no-prev-check",
         "read-no-confirm",
         "ack-before-durable",
+        "read-stale-requester",
     };
     if (mutant < 0 || mutant >= RAFT_MUTANT_COUNT) {
         return NULL;
@@ -538,7 +540,12 @@ static uint32_t read_acks_for(const struct raft* r,
  */
 static raft_node_id read_requester(const struct raft* r,
                                    const struct raft_pending_read* rd) {
-    return rd->from == r->cfg.id ? 0 : rd->from;
+    if (rd->from == r->cfg.id) {
+        return mutant(r, RAFT_MUTANT_READ_STALE_REQUESTER)
+                   ? r->last_read_requester
+                   : 0;
+    }
+    return rd->from;
 }
 
 /* Thesis §6.4 step 3: a read is released once a quorum answered a
@@ -923,6 +930,7 @@ static void become_leader(struct raft* r) {
     r->leader = r->cfg.id;
     r->n_prs = 0;
     memset(r->read_acks, 0, sizeof(r->read_acks));
+    r->last_read_requester = 0;
     r->n_reads_pending = 0;
     r->reads_start = 0;
     sync_progress_with_conf(r);
@@ -1284,6 +1292,7 @@ static int step_leader(struct raft* r, const struct raft_message* m) {
     uint32_t slot = progress_slot(r, m->from);
 
     if (m->type == RAFT_MSG_READ_INDEX) {
+        r->last_read_requester = m->from;
         if (r->transferee != 0 ||
             leader_register_read(r, m->context, m->from) != RAFT_OK) {
             struct raft_message* resp =

@@ -257,6 +257,8 @@ enum raft_mutant {
     RAFT_MUTANT_APPEND_NO_PREV_CHECK, /* skip the previous-entry check */
     RAFT_MUTANT_READ_NO_CONFIRM,      /* release reads without heartbeat */
     RAFT_MUTANT_ACK_BEFORE_DURABLE,   /* acknowledge unsynced entries */
+    RAFT_MUTANT_READ_STALE_REQUESTER, /* a follower's ReadIndex request
+                                         acknowledges later reads too */
     RAFT_MUTANT_COUNT
 };
 
