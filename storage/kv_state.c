@@ -1994,7 +1994,8 @@ void kv_trim_memory(struct kv_state* kv) {
 }
 
 /* ------------------------------------------------------------------ */
-/* Reads (any thread; each call uses its own read transaction)         */
+/* Reads (any thread, each call in a read transaction of its own; the  */
+/* apply thread reads through its pending write transaction)          */
 
 /* The apply thread reads through its pending write transaction: it must
  * see the batches it applied (and answered) but did not commit yet, and
