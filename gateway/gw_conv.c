@@ -257,6 +257,12 @@ json_t* gw_status_json(const Skein__StatusResponse* s) {
                         gw_json_u64(s->forwarded_writes));
     json_object_set_new(batching, "forward_requests",
                         gw_json_u64(s->forward_requests));
+    json_object_set_new(batching, "forwards_applied",
+                        gw_json_u64(s->forwards_applied));
+    json_object_set_new(batching, "forward_results_sent",
+                        gw_json_u64(s->forward_results_sent));
+    json_object_set_new(batching, "forward_results_unmatched",
+                        gw_json_u64(s->forward_results_unmatched));
     json_object_set_new(batching, "raft_sent", gw_json_u64(s->raft_sent));
     json_object_set_new(batching, "raft_piggybacked",
                         gw_json_u64(s->raft_piggybacked));

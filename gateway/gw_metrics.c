@@ -299,6 +299,16 @@ static const struct gw_node_metric gw_node_metrics[] = {
      "Requests that carried the forwarded writes (several per request when "
      "batched).",
      GW_SR(forward_requests), 1},
+    {"skein_node_forwards_applied_total", "counter",
+     "Forwarded writes this follower answered from its own apply of their "
+     "entries.",
+     GW_SR(forwards_applied), 1},
+    {"skein_node_forward_results_sent_total", "counter",
+     "Forwarded writes the leader answered without proposing them (refused).",
+     GW_SR(forward_results_sent), 1},
+    {"skein_node_forward_results_unmatched_total", "counter",
+     "Answers to forwarded writes that found no waiting write.",
+     GW_SR(forward_results_unmatched), 1},
     {"skein_node_raft_sent_total", "counter",
      "Raft messages sent as requests of their own.", GW_SR(raft_sent), 1},
     {"skein_node_raft_piggybacked_total", "counter",

@@ -214,6 +214,15 @@ int codec_is_raft_body(const Skein__Envelope* env) {
     }
 }
 
+int codec_is_stream_body(const Skein__Envelope* env) {
+    if (codec_is_raft_body(env) ||
+        env->body_case == SKEIN__ENVELOPE__BODY_FORWARD_RESULTS) {
+        return 1;
+    }
+    return env->body_case == SKEIN__ENVELOPE__BODY_FORWARD_BATCH &&
+           env->forward_batch != NULL && env->forward_batch->one_way;
+}
+
 /* Converts the entries of an append; data stays in the envelope. */
 static int decode_entries(const Skein__AppendEntriesRequest* a,
                           struct codec_raft* out,

@@ -63,6 +63,13 @@ void codec_raft_free(struct codec_raft* c);
 int codec_is_raft_body(const Skein__Envelope* env);
 
 /**
+ * True if the envelope travels between members like a raft RPC (one-way,
+ * alone, inside an EnvelopeBatch or in a raft RPC's reply): a raft RPC, a
+ * one-way ForwardBatch or ForwardResults.
+ */
+int codec_is_stream_body(const Skein__Envelope* env);
+
+/**
  * Fills a Configuration message from a core conf. Members and their array
  * are allocated with malloc; free with codec_free_configuration.
  */

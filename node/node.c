@@ -222,6 +222,18 @@ static void node_deliver(void* arg, struct transport_event* ev) {
 /* ------------------------------------------------------------------ */
 /* Events                                                              */
 
+void node_hold_reply(struct node* n,
+                     uint64_t peer,
+                     struct transport_server_ctx* ctx) {
+    if (n->n_held < NODE_HELD_MAX) {
+        n->held[n->n_held].peer = peer;
+        n->held[n->n_held].ctx = ctx;
+        n->n_held++;
+    } else {
+        transport_reply_bytes(ctx, NULL, 0);
+    }
+}
+
 static void handle_raft_message(struct node* n, struct transport_event* ev) {
     struct codec_raft cr;
     struct raft_event rev;
@@ -238,13 +250,7 @@ static void handle_raft_message(struct node* n, struct transport_event* ev) {
     ev->env = NULL; /* now owned by cr */
     if (ev->reply != NULL) {
         /* Our answer to the sender may ride in this RPC's reply. */
-        if (n->n_held < NODE_HELD_MAX) {
-            n->held[n->n_held].peer = codec_node_id(cr.msg.from);
-            n->held[n->n_held].ctx = ev->reply;
-            n->n_held++;
-        } else {
-            transport_reply_bytes(ev->reply, NULL, 0);
-        }
+        node_hold_reply(n, codec_node_id(cr.msg.from), ev->reply);
         ev->reply = NULL;
     }
     p = node_peer_of(n, codec_node_id(cr.msg.from));
@@ -286,6 +292,10 @@ static void handle_reply(struct node* n, struct transport_event* ev) {
             (void)raft_step(n->raft, &rev);
         }
     }
+    if (ev->channel == TRANSPORT_RAFT && ev->type == TRANSPORT_EV_FAILED &&
+        ev->cookie != 0) {
+        node_forward_out_failed(n, ev->cookie, ev->delivered);
+    }
     if (ev->channel != TRANSPORT_BULK) {
         return;
     }
@@ -317,6 +327,9 @@ static void handle_event(struct node* n, struct transport_event* ev) {
         case SKEIN__ENVELOPE__BODY_FORWARD_BATCH:
             node_handle_forward_batch(n, ev);
             break;
+        case SKEIN__ENVELOPE__BODY_FORWARD_RESULTS:
+            node_handle_forward_results(n, ev);
+            break;
         default:
             if (codec_is_raft_body(ev->env)) {
                 handle_raft_message(n, ev);
@@ -339,6 +352,7 @@ struct piggyback {
     ProtobufCBinaryData* bins;
     size_t count;
     size_t bytes;
+    uint64_t cookie; /* of the one-way forwards among them, 0 = none */
 };
 
 /* Most bytes of raft messages sent as one envelope (a reply or a
@@ -382,25 +396,117 @@ static void piggyback_flush(struct node* n, struct piggyback* pb) {
         pb->held = -1; /* what else comes for this peer goes as a request */
         n->counters.raft_piggybacked += pb->count;
     } else if (pb->count == 1) {
-        (void)transport_send(n->tr, pb->peer, TRANSPORT_RAFT, pb->bins[0].data,
-                             pb->bins[0].len, 0, false);
+        if (transport_send(n->tr, pb->peer, TRANSPORT_RAFT, pb->bins[0].data,
+                           pb->bins[0].len, pb->cookie, false) != 0 &&
+            pb->cookie != 0) {
+            node_forward_out_failed(n, pb->cookie, false);
+        }
         n->counters.raft_sent++;
     } else {
         batch_envelope(n, pb, &env, &batch);
         uint8_t* buf;
         size_t len;
-        if (codec_pack_envelope(&env, &buf, &len) == 0) {
-            (void)transport_send(n->tr, pb->peer, TRANSPORT_RAFT, buf, len, 0,
-                                 false);
+        int rv = codec_pack_envelope(&env, &buf, &len);
+        if (rv == 0) {
+            rv = transport_send(n->tr, pb->peer, TRANSPORT_RAFT, buf, len,
+                                pb->cookie, false);
             free(buf);
+        }
+        if (rv != 0 && pb->cookie != 0) {
+            node_forward_out_failed(n, pb->cookie, false);
         }
         n->counters.raft_sent += pb->count;
     }
+    pb->cookie = 0;
     for (size_t i = 0; i < pb->count; i++) {
         free(pb->bins[i].data);
     }
     pb->count = 0;
     pb->bytes = 0;
+}
+
+static int held_for(struct node* n, uint64_t peer);
+
+void node_send_forward_out(struct node* n) {
+    struct node_forward_out* o = &n->fwd_out;
+    int h;
+
+    if (o->data == NULL) {
+        return;
+    }
+    if (raft_leader(n->raft) != codec_core_id(o->peer)) {
+        /* The leader changed this round, before they left. */
+        node_forward_out_failed(n, o->cookie, false);
+        free(o->data);
+        memset(o, 0, sizeof(*o));
+        return;
+    }
+    h = held_for(n, o->peer);
+    if (h >= 0 && !transport_peer_faulty(n->tr, o->peer)) {
+        transport_reply_bytes(n->held[h].ctx, o->data, o->len);
+        n->held[h].ctx = NULL;
+    } else if (transport_send(n->tr, o->peer, TRANSPORT_RAFT, o->data, o->len,
+                              o->cookie, false) != 0) {
+        node_forward_out_failed(n, o->cookie, false);
+    }
+    free(o->data);
+    memset(o, 0, sizeof(*o));
+}
+
+/* Sends the leader's answers to one-way forwarded writes it did not
+ * propose, one ForwardResults per follower, and empties the list. */
+static void send_forward_results(struct node* n) {
+    while (n->n_fwd_results > 0) {
+        uint64_t peer = n->fwd_results[0].peer;
+        size_t k = 0;
+        size_t count = 0;
+        for (size_t i = 0; i < n->n_fwd_results; i++) {
+            count += n->fwd_results[i].peer == peer;
+        }
+        uint64_t* tags = calloc(count, sizeof(*tags));
+        ProtobufCBinaryData* resp = calloc(count, sizeof(*resp));
+        for (size_t i = 0; i < n->n_fwd_results && tags && resp; i++) {
+            if (n->fwd_results[i].peer == peer) {
+                tags[k] = n->fwd_results[i].tag;
+                resp[k].data = n->fwd_results[i].data;
+                resp[k].len = n->fwd_results[i].len;
+                k++;
+            }
+        }
+        if (k == count) {
+            Skein__ForwardResults fr = SKEIN__FORWARD_RESULTS__INIT;
+            Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+            int h = held_for(n, peer);
+            fr.n_tags = count;
+            fr.tags = tags;
+            fr.n_responses = count;
+            fr.responses = resp;
+            env.has_cluster_id = 1;
+            env.cluster_id = n->cfg.cluster_id;
+            env.has_from = 1;
+            env.from = n->cfg.id;
+            env.body_case = SKEIN__ENVELOPE__BODY_FORWARD_RESULTS;
+            env.forward_results = &fr;
+            if (h >= 0 && !transport_peer_faulty(n->tr, peer)) {
+                transport_reply(n->held[h].ctx, &env);
+                n->held[h].ctx = NULL;
+            } else {
+                node_send_envelope(n, peer, TRANSPORT_RAFT, &env, 0, false);
+            }
+        } /* else out of memory: the followers' deadlines answer them */
+        free(tags);
+        free(resp);
+        /* Free this peer's results and keep the others, in order. */
+        size_t keep = 0;
+        for (size_t i = 0; i < n->n_fwd_results; i++) {
+            if (n->fwd_results[i].peer == peer) {
+                free(n->fwd_results[i].data);
+            } else {
+                n->fwd_results[keep++] = n->fwd_results[i];
+            }
+        }
+        n->n_fwd_results = keep;
+    }
 }
 
 /* Answers every reply handle still held (empty replies). */
@@ -450,7 +556,8 @@ static void send_messages(struct node* n, const struct raft_ready* rd) {
             memset(pb, 0, sizeof(*pb));
             pb->peer = to;
             pb->held = -1;
-            pb->bins = calloc(rd->n_messages, sizeof(*pb->bins));
+            /* + 1: the one-way forwards waiting for this peer */
+            pb->bins = calloc(rd->n_messages + 1, sizeof(*pb->bins));
             if (pb->bins == NULL) {
                 pb = NULL;
             } else {
@@ -459,6 +566,15 @@ static void send_messages(struct node* n, const struct raft_ready* rd) {
                     pb->held = h;
                 }
                 n_pbs++;
+                if (n->fwd_out.peer == to && n->fwd_out.data != NULL) {
+                    /* Our forwarded writes ride with our raft messages. */
+                    pb->bins[0].data = n->fwd_out.data;
+                    pb->bins[0].len = n->fwd_out.len;
+                    pb->count = 1;
+                    pb->bytes = n->fwd_out.len;
+                    pb->cookie = pb->held >= 0 ? 0 : n->fwd_out.cookie;
+                    memset(&n->fwd_out, 0, sizeof(n->fwd_out));
+                }
             }
         }
         if (pb == NULL) {
@@ -927,6 +1043,9 @@ static void* node_loop(void* arg) {
             begin_stop(n);
             process_ready(n);
         }
+        node_send_forward_out(n);
+        node_check_forwards(n);
+        send_forward_results(n);
         release_held_replies(n);
         node_state_commit(n, false);
         if (n->stopping && (raft_role(n->raft) != RAFT_LEADER ||
@@ -1168,6 +1287,11 @@ void node_join(struct node* n) {
     free(n->writes);
     free(n->reads);
     free(n->forwards);
+    for (size_t i = 0; i < n->n_fwd_results; i++) {
+        free(n->fwd_results[i].data);
+    }
+    free(n->fwd_results);
+    free(n->fwd_out.data);
     pthread_cond_destroy(&n->cv);
     pthread_mutex_destroy(&n->mu);
     free(n);

@@ -246,6 +246,12 @@ static void fill_status(struct node* n,
     s->raft_sent = n->counters.raft_sent;
     s->has_raft_piggybacked = 1;
     s->raft_piggybacked = n->counters.raft_piggybacked;
+    s->has_forwards_applied = 1;
+    s->forwards_applied = n->counters.forwards_applied;
+    s->has_forward_results_sent = 1;
+    s->forward_results_sent = n->counters.forward_results_sent;
+    s->has_forward_results_unmatched = 1;
+    s->forward_results_unmatched = n->counters.forward_results_unmatched;
     s->has_read_index_requests = 1;
     s->read_index_requests = n->counters.read_index_requests;
     s->has_fault_drops = 1;

@@ -228,6 +228,7 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev) {
     }
     f->used = true;
     f->admin = admin;
+    f->tag = 0;
     f->cookie = ++n->next_cookie & ~(1ULL << 63);
     f->reply = ev->reply;
     f->deadline_ms = node_now_ms() + n->cfg.write_timeout_ms;
@@ -250,8 +251,13 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev) {
         env.client_request->create->has_source_node = 1;
         env.client_request->create->source_node = n->cfg.id;
     }
+    /* The tag names the slot, so the apply finds the waiter at once. */
+    f->tag =
+        ++n->next_forward_tag * NODE_PENDING_MAX + (uint64_t)(f - n->forwards);
+    env.client_request->has_forward_tag = 1;
+    env.client_request->forward_tag = f->tag;
     /* Client writes wait for the end of the round and travel together
-     * (node_flush_forwards): one request to the leader, not one each. */
+     * (node_flush_forwards): one message to the leader, not one each. */
     {
         struct node_forward_batch* b = &n->fwd_batch;
         uint8_t* buf;
@@ -276,6 +282,27 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev) {
     }
 }
 
+/* Fails the one-way forwards carried under `cookie` (all if 0). */
+static void fail_carried_forwards(struct node* n,
+                                  uint64_t cookie,
+                                  int status,
+                                  const char* why) {
+    size_t used_left = n->n_forwards;
+    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
+        struct node_forward* f = &n->forwards[i];
+        if (!f->used) {
+            continue;
+        }
+        used_left--;
+        if (f->tag != 0 && f->cookie != 0 &&
+            (cookie == 0 || f->cookie == cookie)) {
+            reply_forward_failure(n, f->reply, false, status, why);
+            f->used = false;
+            n->n_forwards--;
+        }
+    }
+}
+
 void node_flush_forwards(struct node* n) {
     struct node_forward_batch* b = &n->fwd_batch;
     raft_node_id leader = raft_leader(n->raft);
@@ -287,7 +314,8 @@ void node_flush_forwards(struct node* n) {
     cookie = ++n->next_cookie & ~(1ULL << 63);
     for (size_t i = 0; i < b->count; i++) {
         b->fwd[i]->cookie = cookie;
-        b->fwd[i]->batch_pos = i;
+        b->fwd[i]->leader = leader; /* where they go now */
+        b->fwd[i]->term = raft_current_term(n->raft);
     }
     if (leader == 0 || node_peer_of(n, codec_node_id(leader)) == NULL ||
         raft_role(n->raft) == RAFT_LEADER) {
@@ -299,21 +327,15 @@ void node_flush_forwards(struct node* n) {
             b->fwd[i]->used = false;
             n->n_forwards--;
         }
-    } else if (b->count == 1) {
-        n->counters.forwarded_writes++;
-        n->counters.forward_requests++;
-        if (transport_send(n->tr, codec_node_id(leader), TRANSPORT_BULK,
-                           b->req[0].data, b->req[0].len, cookie, true) != 0) {
-            reply_forward_failure(n, b->fwd[0]->reply, false, ST(NO_QUORUM),
-                                  "the leader is unreachable: retry shortly");
-            b->fwd[0]->used = false;
-            n->n_forwards--;
-        }
     } else {
         Skein__ForwardBatch fb = SKEIN__FORWARD_BATCH__INIT;
         Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+        uint8_t* buf;
+        size_t len;
         fb.n_requests = b->count;
         fb.requests = b->req;
+        fb.has_one_way = 1;
+        fb.one_way = 1;
         env.has_cluster_id = 1;
         env.cluster_id = n->cfg.cluster_id;
         env.has_from = 1;
@@ -322,8 +344,18 @@ void node_flush_forwards(struct node* n) {
         env.forward_batch = &fb;
         n->counters.forwarded_writes += b->count;
         n->counters.forward_requests++;
-        node_send_envelope(n, codec_node_id(leader), TRANSPORT_BULK, &env,
-                           cookie, true);
+        if (codec_pack_envelope(&env, &buf, &len) != 0) {
+            fail_carried_forwards(n, cookie, ST(NO_QUORUM),
+                                  "out of memory: retry shortly");
+        } else {
+            /* A batch of this round that found no raft message to ride
+             * with goes alone, first. */
+            node_send_forward_out(n);
+            n->fwd_out.peer = codec_node_id(leader);
+            n->fwd_out.data = buf;
+            n->fwd_out.len = len;
+            n->fwd_out.cookie = cookie;
+        }
     }
     for (size_t i = 0; i < b->count; i++) {
         free(b->req[i].data);
@@ -332,10 +364,197 @@ void node_flush_forwards(struct node* n) {
     b->bytes = 0;
 }
 
+void node_forward_out_failed(struct node* n, uint64_t cookie, bool delivered) {
+    if (!delivered) {
+        /* Never reached the leader: safe to say so. */
+        fail_carried_forwards(n, cookie, ST(NO_QUORUM),
+                              "the leader is unreachable: retry shortly");
+    }
+    /* Else it may have: the apply, a leader change or the deadline tells. */
+}
+
+void node_check_forwards(struct node* n) {
+    raft_node_id leader = raft_leader(n->raft);
+    raft_term term = raft_current_term(n->raft);
+
+    if (leader == n->fwd_seen_leader && term == n->fwd_seen_term) {
+        return;
+    }
+    n->fwd_seen_leader = leader;
+    n->fwd_seen_term = term;
+    size_t used_left = n->n_forwards;
+    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
+        struct node_forward* f = &n->forwards[i];
+        if (!f->used) {
+            continue;
+        }
+        used_left--;
+        if (f->tag != 0 && f->cookie != 0 &&
+            (f->leader != leader || f->term != term)) {
+            /* The leader it went to may have logged it, and the next one
+             * may still commit it: only a retry with the same request id
+             * can tell. */
+            reply_forward_failure(n, f->reply, false, ST(UNKNOWN_OUTCOME),
+                                  "the leader changed before the forwarded "
+                                  "write was confirmed");
+            f->used = false;
+            n->n_forwards--;
+        }
+    }
+}
+
+/* The waiting one-way forward tagged `tag`, or NULL. */
+static struct node_forward* forward_by_tag(struct node* n, uint64_t tag) {
+    struct node_forward* f;
+
+    if (tag == 0 || n->forwards == NULL) {
+        return NULL;
+    }
+    f = &n->forwards[tag % NODE_PENDING_MAX];
+    return f->used && !f->admin && f->tag == tag ? f : NULL;
+}
+
+static void forward_done(struct node* n, struct node_forward* f) {
+    f->used = false;
+    f->tag = 0;
+    n->n_forwards--;
+}
+
+void node_handle_forward_results(struct node* n, struct transport_event* ev) {
+    const Skein__ForwardResults* fr = ev->env->forward_results;
+    uint64_t from = ev->env->from;
+
+    if (ev->reply != NULL) {
+        if (ev->env->has_from) {
+            node_hold_reply(n, from, ev->reply);
+        } else {
+            transport_reply(ev->reply, NULL);
+        }
+        ev->reply = NULL;
+    }
+    if (fr == NULL || !ev->env->has_from || fr->n_tags != fr->n_responses) {
+        n->counters.forward_results_unmatched++;
+        return;
+    }
+    for (size_t i = 0; i < fr->n_tags; i++) {
+        struct node_forward* f = forward_by_tag(n, fr->tags[i]);
+        Skein__Envelope* part;
+        if (f == NULL || codec_node_id(f->leader) != from) {
+            n->counters.forward_results_unmatched++;
+            continue;
+        }
+        part = skein__envelope__unpack(NULL, fr->responses[i].len,
+                                       fr->responses[i].data);
+        if (part != NULL &&
+            part->body_case == SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE) {
+            transport_reply(f->reply, part);
+        } else {
+            reply_forward_failure(n, f->reply, false, ST(UNKNOWN_OUTCOME),
+                                  "the leader's answer did not decode");
+        }
+        if (part != NULL) {
+            skein__envelope__free_unpacked(part, NULL);
+        }
+        forward_done(n, f);
+    }
+}
+
+/* The leader's answer to a write of a one-way ForwardBatch that it did
+ * not propose: kept for the round's ForwardResults (node.c). */
+static void collect_forward_result(void* arg,
+                                   uint64_t peer,
+                                   uint64_t tag,
+                                   const uint8_t* data,
+                                   size_t len) {
+    struct node* n = arg;
+    struct node_forward_result* r;
+
+    if (n->n_fwd_results == n->cap_fwd_results) {
+        size_t cap = n->cap_fwd_results > 0 ? n->cap_fwd_results * 2 : 64;
+        struct node_forward_result* grown =
+            realloc(n->fwd_results, cap * sizeof(*grown));
+        if (grown == NULL) {
+            return; /* the follower's deadline answers it */
+        }
+        n->fwd_results = grown;
+        n->cap_fwd_results = cap;
+    }
+    r = &n->fwd_results[n->n_fwd_results];
+    r->data = malloc(len > 0 ? len : 1);
+    if (r->data == NULL) {
+        return;
+    }
+    if (len > 0) {
+        memcpy(r->data, data, len);
+    }
+    r->len = len;
+    r->peer = peer;
+    r->tag = tag;
+    n->n_fwd_results++;
+    n->counters.forward_results_sent++;
+}
+
+/* The leader's side of a one-way ForwardBatch: each write is handled as
+ * if it came alone, with a collector handle. Proposed writes drop theirs
+ * (node_flush_proposals): the sender answers them from its own apply. */
+static void handle_one_way_batch(struct node* n, struct transport_event* ev) {
+    const Skein__ForwardBatch* fb = ev->env->forward_batch;
+    uint64_t from = ev->env->from;
+
+    if (ev->reply != NULL) {
+        if (ev->env->has_from) {
+            node_hold_reply(n, from, ev->reply);
+        } else {
+            transport_reply(ev->reply, NULL);
+        }
+        ev->reply = NULL;
+    }
+    if (!ev->env->has_from || fb->n_requests > NODE_FORWARD_BATCH_MAX) {
+        return; /* not a member's batch: its writes time out there */
+    }
+    for (size_t i = 0; i < fb->n_requests; i++) {
+        struct transport_event sub;
+        uint64_t tag = 0;
+        memset(&sub, 0, sizeof(sub));
+        sub.type = TRANSPORT_EV_REQUEST;
+        sub.env = skein__envelope__unpack(NULL, fb->requests[i].len,
+                                          fb->requests[i].data);
+        if (sub.env != NULL &&
+            sub.env->body_case == SKEIN__ENVELOPE__BODY_CLIENT_REQUEST &&
+            sub.env->client_request->has_forward_tag) {
+            tag = sub.env->client_request->forward_tag;
+        }
+        if (tag != 0) {
+            sub.reply = transport_collector(n->tr, collect_forward_result, n,
+                                            from, tag);
+        }
+        if (sub.reply == NULL) {
+            /* Nothing to answer to: the sender's deadline does. */
+        } else if (!sub.env->has_from || sub.env->from != from ||
+                   !is_write(sub.env->client_request)) {
+            reply_status(n, sub.reply, NULL, ST(BAD_REQUEST),
+                         "a forwarded batch holds something else than a "
+                         "forwarded client write");
+        } else {
+            node_handle_client(n, &sub);
+            if (sub.reply != NULL) {
+                transport_reply(sub.reply, NULL);
+            }
+        }
+        if (sub.env != NULL) {
+            skein__envelope__free_unpacked(sub.env, NULL);
+        }
+    }
+}
+
 void node_handle_forward_batch(struct node* n, struct transport_event* ev) {
     const Skein__ForwardBatch* fb = ev->env->forward_batch;
     struct transport_server_ctx* first;
 
+    if (fb != NULL && fb->one_way) {
+        handle_one_way_batch(n, ev);
+        return;
+    }
     if (ev->reply == NULL) {
         return;
     }
@@ -372,65 +591,38 @@ void node_handle_forward_batch(struct node* n, struct transport_event* ev) {
     }
 }
 
-/* The answer to forward f inside a ForwardBatchResponse, or NULL. */
-static Skein__Envelope* batch_answer(const struct transport_event* ev,
-                                     const struct node_forward* f) {
-    const Skein__ForwardBatchResponse* r;
-    Skein__Envelope* e;
-
-    if (ev->type != TRANSPORT_EV_REPLY || ev->env == NULL ||
-        ev->env->body_case != SKEIN__ENVELOPE__BODY_FORWARD_BATCH_RESPONSE ||
-        (r = ev->env->forward_batch_response) == NULL ||
-        f->batch_pos >= r->n_responses) {
-        return NULL;
-    }
-    e = skein__envelope__unpack(NULL, r->responses[f->batch_pos].len,
-                                r->responses[f->batch_pos].data);
-    if (e != NULL && e->body_case != SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE) {
-        skein__envelope__free_unpacked(e, NULL);
-        e = NULL;
-    }
-    return e;
-}
-
 void node_handle_forward_reply(struct node* n, struct transport_event* ev) {
-    /* Every forward sent in the request (a ForwardBatch carries several
-     * under one cookie) gets its answer or the failure. */
+    /* The admin request sent under this cookie gets its answer or the
+     * failure (client writes travel one-way: node_forward_out_failed). */
     /* Slots are taken first-fit, so the used ones sit low: the scan stops
      * once it has seen them all instead of walking the whole table. */
     size_t used_left = n->n_forwards;
     for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
         struct node_forward* f = &n->forwards[i];
-        Skein__Envelope__BodyCase want =
-            f->admin ? SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE
-                     : SKEIN__ENVELOPE__BODY_CLIENT_RESPONSE;
-        Skein__Envelope* part;
         if (!f->used) {
             continue;
         }
         used_left--;
-        if (f->cookie != ev->cookie) {
+        if (f->cookie != ev->cookie || !f->admin) {
             continue;
         }
-        if (!f->admin && (part = batch_answer(ev, f)) != NULL) {
-            transport_reply(f->reply, part);
-            skein__envelope__free_unpacked(part, NULL);
-        } else if (ev->type == TRANSPORT_EV_REPLY && ev->env != NULL &&
-                   ev->env->body_case == want) {
+        if (ev->type == TRANSPORT_EV_REPLY && ev->env != NULL &&
+            ev->env->body_case == SKEIN__ENVELOPE__BODY_ADMIN_RESPONSE) {
             transport_reply(f->reply, ev->env);
         } else if (ev->type == TRANSPORT_EV_FAILED && !ev->delivered) {
             /* Never reached the leader: safe to say so. */
-            reply_forward_failure(n, f->reply, f->admin, ST(NO_QUORUM),
+            reply_forward_failure(n, f->reply, true, ST(NO_QUORUM),
                                   "the leader is unreachable: retry shortly");
         } else {
             /* It may have reached the leader: only a retry with the same
              * request id can tell. */
-            reply_forward_failure(n, f->reply, f->admin, ST(UNKNOWN_OUTCOME),
+            reply_forward_failure(n, f->reply, true, ST(UNKNOWN_OUTCOME),
                                   "the leader did not answer the forwarded "
                                   "request");
         }
         f->used = false;
         n->n_forwards--;
+        return;
     }
 }
 
@@ -452,14 +644,23 @@ static void new_entry_id(char* out) {
 
 /* Builds the Command for a write, filling what the node chooses. */
 static int build_command(struct node* n,
-                         bool from_node,
-                         Skein__ClientRequest* req,
+                         const Skein__Envelope* env,
                          uint8_t** out,
                          size_t* len,
                          char* id_buf) {
     Skein__Command cmd = SKEIN__COMMAND__INIT;
+    Skein__ClientRequest* req = env->client_request;
+    bool from_node = env->has_from;
 
     cmd.request_id = req->request_id;
+    if (from_node && req->has_forward_tag && req->forward_tag != 0) {
+        /* The forwarding follower answers its client when it applies
+         * this entry (ForwardBatch.one_way). */
+        cmd.has_origin_node = 1;
+        cmd.origin_node = env->from;
+        cmd.has_origin_tag = 1;
+        cmd.origin_tag = req->forward_tag;
+    }
     switch (req->op_case) {
         case SKEIN__CLIENT_REQUEST__OP_CREATE: {
             new_entry_id(id_buf);
@@ -512,8 +713,7 @@ static void propose_write(struct node* n, struct transport_event* ev) {
         return;
     }
     p = &n->props[n->n_props];
-    if (build_command(n, ev->env->has_from, req, &p->data, &p->len, id_buf) !=
-        0) {
+    if (build_command(n, ev->env, &p->data, &p->len, id_buf) != 0) {
         reply_status(n, ev->reply, req->request_id, ST(INTERNAL),
                      "out of memory");
         ev->reply = NULL;
@@ -561,6 +761,12 @@ void node_flush_proposals(struct node* n) {
             w->index = first + i;
             w->term = term;
             w->reply = p->reply;
+            if (transport_is_collector(p->reply)) {
+                /* A one-way forwarded write: its follower answers it when
+                 * it applies the entry. */
+                transport_collector_drop(p->reply);
+                w->reply = NULL;
+            }
             w->deadline_ms = node_now_ms() + n->cfg.write_timeout_ms;
             n->w_count++;
             n->counters.proposals++;
@@ -576,6 +782,18 @@ void node_apply_results(struct node* n,
                         const struct raft_entry* entries,
                         const struct kv_result* results,
                         size_t count) {
+    for (size_t i = 0; i < count && n->n_forwards > 0; i++) {
+        /* A write we forwarded: our state machine computed what the
+         * leader's did. */
+        struct node_forward* f;
+        if (!results[i].applied || results[i].origin_node != n->cfg.id ||
+            (f = forward_by_tag(n, results[i].origin_tag)) == NULL) {
+            continue;
+        }
+        reply_result(f->reply, &results[i]);
+        forward_done(n, f);
+        n->counters.forwards_applied++;
+    }
     for (size_t i = 0; i < count; i++) {
         while (n->w_count > 0) {
             struct node_write* w = &n->writes[n->w_head];
@@ -897,6 +1115,8 @@ void node_fail_all(struct node* n) {
     }
     n->fwd_batch.count = 0;
     n->fwd_batch.bytes = 0;
+    free(n->fwd_out.data); /* its forwards too */
+    memset(&n->fwd_out, 0, sizeof(n->fwd_out));
     node_fail_writes(n, ST(UNKNOWN_OUTCOME), "the node is shutting down");
     for (size_t j = 0; j < n->r_count; j++) {
         struct node_read* rd = &n->reads[(n->r_head + j) % NODE_PENDING_MAX];

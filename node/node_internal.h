@@ -87,7 +87,10 @@ struct node_read {
     uint64_t deadline_ms;
 };
 
-/* A request forwarded to the leader, waiting for its answer. */
+/* A request forwarded to the leader, waiting for its answer. A client
+ * write travels in a one-way ForwardBatch and is answered when this node
+ * applies its entry (tag), or by the leader's ForwardResults; an admin
+ * request waits for the reply to its own request (cookie). */
 struct node_forward {
     uint64_t cookie; /* of the request that carries it (0 = not sent yet) */
     struct transport_server_ctx* reply;
@@ -95,6 +98,27 @@ struct node_forward {
     bool used;
     bool admin;       /* an admin request: answered with an AdminResponse */
     size_t batch_pos; /* its place in a ForwardBatch */
+    uint64_t tag;     /* a one-way write: its forward_tag, else 0 */
+    uint64_t leader;  /* node id it was sent to (one-way writes) */
+    uint64_t term;    /* our term when it was sent (one-way writes) */
+};
+
+/* A one-way ForwardBatch packed for the leader, sent with this round's
+ * raft messages to it (node.c), or alone at the end of the round. */
+struct node_forward_out {
+    uint64_t peer; /* 0: none waiting */
+    uint8_t* data; /* packed Envelope, owned */
+    size_t len;
+    uint64_t cookie; /* the forwards it carries */
+};
+
+/* The leader's answer to a one-way forwarded write it did not propose,
+ * waiting for the end of the loop round (ForwardResults). */
+struct node_forward_result {
+    uint64_t peer;
+    uint64_t tag;
+    uint8_t* data; /* packed Envelope with a ClientResponse, owned */
+    size_t len;
 };
 
 /* Client writes gathered this loop round for the leader (ForwardBatch). */
@@ -132,6 +156,10 @@ struct node_counters {
     uint64_t raft_sent;
     uint64_t raft_piggybacked;
     uint64_t read_index_requests;
+    uint64_t forwards_applied;          /* one-way writes answered here */
+    uint64_t forward_results_sent;      /* leader: writes answered in
+                                           ForwardResults (not proposed) */
+    uint64_t forward_results_unmatched; /* answers matching no waiter */
 };
 
 /* A raft RPC's reply handle kept until this loop round has messages for
@@ -192,6 +220,13 @@ struct node {
     size_t n_forwards;
     struct node_forward_batch fwd_batch;
     uint64_t next_cookie;
+    uint64_t next_forward_tag;
+    struct node_forward_out fwd_out;
+    struct node_forward_result* fwd_results; /* leader: this round's */
+    size_t n_fwd_results;
+    size_t cap_fwd_results;
+    uint64_t fwd_seen_leader; /* leader and term when the one-way forwards */
+    uint64_t fwd_seen_term;   /* were last checked (node_check_forwards) */
 
     /* Incoming snapshot. */
     struct kv_snapshot_writer* snap_writer;
@@ -255,6 +290,15 @@ void node_reply_client(struct transport_server_ctx* reply,
 void node_reply_admin(struct transport_server_ctx* reply,
                       Skein__AdminResponse* resp);
 void node_fill_leader_hint(struct node* n, Skein__ClientResponse* resp);
+/** Keeps a member's request handle until the end of the loop round, so
+ * that our raft messages for `peer` ride in its reply (else it is
+ * answered empty then). Takes the handle. */
+void node_hold_reply(struct node* n,
+                     uint64_t peer,
+                     struct transport_server_ctx* ctx);
+/** Sends the one-way ForwardBatch waiting in n->fwd_out (if any) on its
+ * own: in a reply the leader left us, or as a request. */
+void node_send_forward_out(struct node* n);
 
 /* node_client.c */
 void node_handle_client(struct node* n, struct transport_event* ev);
@@ -265,8 +309,17 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev);
  * one ForwardBatch request. */
 void node_flush_forwards(struct node* n);
 /** The leader's side of a ForwardBatch: each request is handled as if it
- * came alone; one reply answers them all. */
+ * came alone; one reply answers them all, or (one-way) the writes it
+ * does not propose are answered in ForwardResults. */
 void node_handle_forward_batch(struct node* n, struct transport_event* ev);
+/** A follower's side of ForwardResults: answers the writes they name. */
+void node_handle_forward_results(struct node* n, struct transport_event* ev);
+/** A request carrying one-way forwards (`cookie`) failed; if it was not
+ * delivered, they are answered (503, retry). */
+void node_forward_out_failed(struct node* n, uint64_t cookie, bool delivered);
+/** Answers "outcome unknown" to one-way forwards sent to another leader or
+ * in another term than the current ones (checked when they change). */
+void node_check_forwards(struct node* n);
 void node_apply_results(struct node* n,
                         const struct raft_entry* entries,
                         const struct kv_result* results,

@@ -105,6 +105,10 @@ struct transport_server_ctx {
     struct local_call* local;  /* set on the handle of a local call */
     struct split_reply* split; /* set on a part of a split handle */
     size_t split_index;
+    transport_collect_fn collect; /* set on a collector handle */
+    void* collect_arg;
+    uint64_t collect_peer;
+    uint64_t collect_tag;
 };
 
 struct transport {
@@ -214,8 +218,10 @@ static void slot_send_now(struct slot* s, nng_msg* msg) {
 
 /* Packs `first` and what else waits for the peer (raft RPCs only, which
  * need no individual answer) into one EnvelopeBatch request: one round
- * trip and one hand-off between threads instead of one per RPC. Returns
- * the message to send; the ones taken are freed. Locked. */
+ * trip and one hand-off between threads instead of one per RPC. A queued
+ * message with a cookie starts a request of its own, so that a failure is
+ * reported with its cookie. Returns the message to send; the ones taken
+ * are freed. Locked. */
 static nng_msg* coalesce(struct channel* ch, nng_msg* first) {
     struct transport* t = ch->peer->t;
     nng_msg* parts[TRANSPORT_BATCH_MAX];
@@ -229,7 +235,7 @@ static nng_msg* coalesce(struct channel* ch, nng_msg* first) {
     parts[n++] = first;
     while (ch->q_count > 0 && n < TRANSPORT_BATCH_MAX) {
         struct queued* q = &ch->queue[ch->q_head];
-        if (q->want_reply ||
+        if (q->want_reply || q->cookie != 0 ||
             bytes + nng_msg_len(q->msg) > TRANSPORT_BATCH_BYTES) {
             break;
         }
@@ -286,7 +292,9 @@ static void slot_next(struct slot* s) {
             nng_msg_free(q.msg);
             continue; /* lost on the wire: nobody is told */
         }
-        if (ch->kind == TRANSPORT_RAFT && p->fault_dup > 0 &&
+        /* A message with a cookie carries forwarded client writes, which
+         * must never be proposed twice: it is not duplicated. */
+        if (ch->kind == TRANSPORT_RAFT && q.cookie == 0 && p->fault_dup > 0 &&
             ch->q_count < TRANSPORT_QUEUE_MAX &&
             fault_random(t) < p->fault_dup) {
             /* Duplicated on the wire: a copy follows (raft RPCs only; they
@@ -693,7 +701,7 @@ static void deliver_part(struct transport* t,
         skein__envelope__free_unpacked(inner, NULL);
         return;
     }
-    if (inner == NULL || !codec_is_raft_body(inner) ||
+    if (inner == NULL || !codec_is_stream_body(inner) ||
         (inner->has_cluster_id && inner->cluster_id != t->cfg.cluster_id)) {
         t->stats.decode_errors++;
         if (inner != NULL) {
@@ -760,7 +768,7 @@ static void deliver_piggybacked(struct transport* t, nng_msg* msg) {
         skein__envelope__free_unpacked(env, NULL);
         return;
     }
-    if (!codec_is_raft_body(env) ||
+    if (!codec_is_stream_body(env) ||
         (ev = new_event(TRANSPORT_EV_REQUEST)) == NULL) {
         t->stats.decode_errors++;
         skein__envelope__free_unpacked(env, NULL);
@@ -911,6 +919,7 @@ int transport_call_local(struct transport* t,
     if (env == NULL || codec_is_raft_body(env) ||
         env->body_case == SKEIN__ENVELOPE__BODY_BATCH ||
         env->body_case == SKEIN__ENVELOPE__BODY_FORWARD_BATCH ||
+        env->body_case == SKEIN__ENVELOPE__BODY_FORWARD_RESULTS ||
         (env->has_cluster_id && env->cluster_id != t->cfg.cluster_id)) {
         /* Local callers send client and admin requests only. */
         if (env != NULL) {
@@ -974,12 +983,45 @@ static void split_answer(struct transport_server_ctx* c,
                          const uint8_t* data,
                          size_t len);
 
+struct transport_server_ctx* transport_collector(struct transport* t,
+                                                 transport_collect_fn fn,
+                                                 void* arg,
+                                                 uint64_t peer,
+                                                 uint64_t tag) {
+    struct transport_server_ctx* c = calloc(1, sizeof(*c));
+
+    if (c != NULL) {
+        c->t = t;
+        c->state = SERVER_WAIT;
+        c->collect = fn;
+        c->collect_arg = arg;
+        c->collect_peer = peer;
+        c->collect_tag = tag;
+    }
+    return c;
+}
+
+bool transport_is_collector(const struct transport_server_ctx* c) {
+    return c != NULL && c->collect != NULL;
+}
+
+void transport_collector_drop(struct transport_server_ctx* c) {
+    if (transport_is_collector(c)) {
+        free(c);
+    }
+}
+
 void transport_reply_bytes(struct transport_server_ctx* c,
                            const uint8_t* data,
                            size_t len) {
     struct transport* t = c->t;
     nng_msg* msg = NULL;
 
+    if (c->collect != NULL) {
+        c->collect(c->collect_arg, c->collect_peer, c->collect_tag, data, len);
+        free(c);
+        return;
+    }
     if (c->split != NULL) {
         split_answer(c, data, len);
         return;
@@ -1024,7 +1066,8 @@ struct transport_server_ctx* transport_split_reply(
     size_t n) {
     struct split_reply* sp;
 
-    if (n == 0 || parent->split != NULL || parent->local != NULL) {
+    if (n == 0 || parent->split != NULL || parent->local != NULL ||
+        parent->collect != NULL) {
         return NULL;
     }
     sp = calloc(1, sizeof(*sp));

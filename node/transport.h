@@ -180,6 +180,37 @@ struct transport_server_ctx* transport_split_part(
     struct transport_server_ctx* first,
     size_t i);
 
+/**
+ * Receives the answer given through a collector handle: a packed Envelope
+ * (`len` 0: an empty answer), valid during the call only. Called on the
+ * thread that answered.
+ */
+typedef void (*transport_collect_fn)(void* arg,
+                                     uint64_t peer,
+                                     uint64_t tag,
+                                     const uint8_t* data,
+                                     size_t len);
+
+/**
+ * A reply handle with no request behind it: whatever answers it
+ * (transport_reply, transport_reply_bytes) goes to fn(arg, peer, tag, ...)
+ * instead of a socket, and the handle frees itself. The node uses it for
+ * the writes of a one-way ForwardBatch, whose answers travel back in a
+ * ForwardResults message. transport_collector_drop frees one unanswered.
+ * Returns NULL if memory runs out.
+ */
+struct transport_server_ctx* transport_collector(struct transport* t,
+                                                 transport_collect_fn fn,
+                                                 void* arg,
+                                                 uint64_t peer,
+                                                 uint64_t tag);
+
+/** Whether `c` is a collector handle (transport_collector). */
+bool transport_is_collector(const struct transport_server_ctx* c);
+
+/** Frees a collector handle without answering it. */
+void transport_collector_drop(struct transport_server_ctx* c);
+
 /** Whether fault injection is set for `peer` (its messages must then go
  * through transport_send, where faults apply). */
 bool transport_peer_faulty(struct transport* t, uint64_t peer);

@@ -1586,6 +1586,10 @@ static int kv_apply_normal(struct kv_apply* a) {
         return kv_res_status(a, KV_STATUS_BAD_REQUEST,
                              "malformed command: not a skein.Command");
     }
+    if (cmd->has_origin_node && cmd->has_origin_tag) {
+        a->r->origin_node = cmd->origin_node;
+        a->r->origin_tag = cmd->origin_tag;
+    }
     if (cmd->request_id != NULL && cmd->request_id[0] != '\0') {
         a->rid = cmd->request_id;
         a->rid_len = strlen(cmd->request_id);

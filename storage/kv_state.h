@@ -175,6 +175,8 @@ struct kv_result {
     const char* request_id;  /* NULL if the command had none */
     uint32_t request_id_len; /* bytes at request_id */
     const char* error;       /* detail for a non-OK status, else NULL */
+    uint64_t origin_node;    /* a forwarded write: the follower that tagged */
+    uint64_t origin_tag;     /* it, and its tag (0, 0 otherwise) */
 };
 
 /** Options of kv_open; zero-initialised means the defaults. */

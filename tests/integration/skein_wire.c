@@ -31,6 +31,10 @@
  *                                                      request without from
  *   skein-wire encode forward-batch empty | huge      0 or 300 requests
  * and its answer decodes as "forward_batch n=K" then one block per part.
+ *   skein-wire encode forward-batch one-way FROM PREFIX
+ *       a one-way batch, as member FROM sends it: a tagged create (proposed,
+ *       answered by nobody), a tagged read (refused: the leader sends FROM a
+ *       ForwardResults), an untagged create (dropped); empty answer
  *
  * Raft batches inside raft batches (EnvelopeBatch), from an unknown node 99:
  *   skein-wire encode raft-batch nested   a batch holding a batch of two
@@ -267,13 +271,16 @@ static int decode(int verbose) {
                " commit=%" PRIu64 " applied=%" PRIu64 " count=%" PRIu64
                " hash=%016" PRIx64 " first=%" PRIu64
                " snapshots_applied=%" PRIu64 " snapshots_sent=%" PRIu64
-               " fault_dups=%" PRIu64 " dropped=%" PRIu64 "\n",
+               " fault_dups=%" PRIu64 " dropped=%" PRIu64
+               " forwards_applied=%" PRIu64 " forward_results_sent=%" PRIu64
+               " forward_results_unmatched=%" PRIu64 "\n",
                s->node_id, s->role, s->term, s->leader_id, s->commit_index,
                s->last_applied, s->entry_count, s->state_hash,
                s->first_log_index,
                s->resync_stats ? s->resync_stats->snapshots_applied : 0,
                s->resync_stats ? s->resync_stats->send_successes : 0,
-               s->fault_dups, s->dropped_messages);
+               s->fault_dups, s->dropped_messages, s->forwards_applied,
+               s->forward_results_sent, s->forward_results_unmatched);
         for (size_t i = 0; verbose && i < s->n_followers; i++) {
             const Skein__FollowerStatus* f = s->followers[i];
             printf("follower id=%" PRIu64
@@ -334,6 +341,10 @@ static int decode(int verbose) {
 }
 
 /* Packs a forwarded ClientRequest create into out (malloc'd). */
+/* from 99 unless forward_from says otherwise (one-way batches). */
+static uint64_t forward_from = 99;
+static uint64_t forward_tag; /* 0: none */
+
 static void pack_forwarded_create(const char* key,
                                   bool with_from,
                                   ProtobufCBinaryData* out) {
@@ -345,13 +356,22 @@ static void pack_forwarded_create(const char* key,
     req.op_case = SKEIN__CLIENT_REQUEST__OP_CREATE;
     req.create = &c;
     req.request_id = (char*)key;
+    req.has_forward_tag = forward_tag != 0;
+    req.forward_tag = forward_tag;
     env.has_from = with_from;
-    env.from = 99;
+    env.from = forward_from;
     env.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
     env.client_request = &req;
     out->len = skein__envelope__get_packed_size(&env);
     out->data = malloc(out->len + 1);
     skein__envelope__pack(&env, out->data);
+}
+
+/* Packs env into *out (malloc'd). */
+static void pack_into(const Skein__Envelope* env, ProtobufCBinaryData* out) {
+    out->len = skein__envelope__get_packed_size(env);
+    out->data = malloc(out->len + 1);
+    skein__envelope__pack(env, out->data);
 }
 
 static int encode_forward_batch(int argc, char** argv) {
@@ -392,6 +412,30 @@ static int encode_forward_batch(int argc, char** argv) {
         snprintf(keys[3], sizeof keys[3], "%s-nofrom", argv[1]);
         pack_forwarded_create(keys[3], false, &parts[3]);
         n = 4;
+    } else if (strcmp(mode, "one-way") == 0 && argc >= 3) {
+        Skein__GetOp g = SKEIN__GET_OP__INIT;
+        Skein__ClientRequest req = SKEIN__CLIENT_REQUEST__INIT;
+        Skein__Envelope inner = SKEIN__ENVELOPE__INIT;
+        forward_from = strtoull(argv[1], NULL, 10);
+        fb.has_one_way = 1;
+        fb.one_way = 1;
+        forward_tag = 1;
+        snprintf(keys[0], sizeof keys[0], "%s-tagged", argv[2]);
+        pack_forwarded_create(keys[0], true, &parts[0]);
+        g.id = (char*)"no-such-id";
+        req.op_case = SKEIN__CLIENT_REQUEST__OP_GET;
+        req.get = &g;
+        req.has_forward_tag = 1;
+        req.forward_tag = 2;
+        inner.has_from = 1;
+        inner.from = forward_from;
+        inner.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
+        inner.client_request = &req;
+        pack_into(&inner, &parts[1]);
+        forward_tag = 0;
+        snprintf(keys[2], sizeof keys[2], "%s-untagged", argv[2]);
+        pack_forwarded_create(keys[2], true, &parts[2]);
+        n = 3;
     } else if (strcmp(mode, "huge") == 0) {
         for (n = 0; n < 300; n++) {
             snprintf(keys[n], sizeof keys[n], "huge-%zu", n);
@@ -403,17 +447,10 @@ static int encode_forward_batch(int argc, char** argv) {
     fb.n_requests = n;
     fb.requests = parts;
     env.has_from = 1;
-    env.from = 99;
+    env.from = forward_from;
     env.body_case = SKEIN__ENVELOPE__BODY_FORWARD_BATCH;
     env.forward_batch = &fb;
     return write_env(&env);
-}
-
-/* Packs env into *out (malloc'd). */
-static void pack_into(const Skein__Envelope* env, ProtobufCBinaryData* out) {
-    out->len = skein__envelope__get_packed_size(env);
-    out->data = malloc(out->len + 1);
-    skein__envelope__pack(env, out->data);
 }
 
 /* Wraps `n` packed envelopes in one batch envelope, packed into *out. */

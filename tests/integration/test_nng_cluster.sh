@@ -95,6 +95,28 @@ for mode in empty huge; do
     out=$(t_wire "$newleader" forward-batch "$mode") || true
     echo "$out" | grep '^forward_batch' >/dev/null && t_fail "a $mode batch was served: $out"
 done
+t_log "a one-way ForwardBatch: tagged writes proposed, refusals sent to the member in ForwardResults"
+member=$(( (newleader + 1) % 3 ))
+u0=$(t_status_field "$member" forward_results_unmatched) || true
+s0=$(t_status_field "$newleader" forward_results_sent) || true
+c0=$(t_wire_settled "$newleader" count | sed -n 's/^count=//p') || true
+t_wire "$newleader" forward-batch one-way "$member" owb >/dev/null || true
+for _ in $(seq 1 50); do
+    u1=$(t_status_field "$member" forward_results_unmatched) || true
+    [ "${u1:-x}" = "$((u0 + 1))" ] && break
+    sleep 0.1
+done
+[[ "$u0$s0" =~ ^[0-9]+$ ]] || t_fail "no forward_results fields in /status: $u0 $s0"
+# The read was refused and its answer reached the member (which waited
+# for nothing tagged 2, so it counts it as unmatched); the tagged create
+# was proposed, the untagged one dropped.
+[ "$u1" = "$((u0 + 1))" ] || t_fail "member $member got no ForwardResults ($u0 -> $u1)"
+[ "$(t_status_field "$newleader" forward_results_sent)" = "$((s0 + 1))" ] ||
+    t_fail "the leader refused more or less than the read"
+c1=$(t_wire_settled "$newleader" count | sed -n 's/^count=//p') || true
+[[ "$c0" =~ ^[0-9]+$ ]] || t_fail "no count: $c0"
+[ "$c1" = "$((c0 + 1))" ] ||
+    t_fail "a one-way batch of one tagged and one untagged create added $c0 -> $c1 entries"
 t_log "raft batches inside raft batches: one level opened, deeper dropped and counted"
 dropped() { t_status_field "$1" dropped || echo x; }
 d0=$(dropped "$newleader")

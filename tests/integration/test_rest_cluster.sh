@@ -41,13 +41,15 @@ b=$(t_http 2 POST /api/kv '{"key":"idem","value":"1"}' -H 'Idempotency-Key: key-
 [ "$(echo "$a" | t_json id)" = "$(echo "$b" | t_json id)" ] || t_fail "retry applied twice: $a / $b"
 
 # Concurrent writes at a follower: they reach the leader together (one
-# ForwardBatch per loop round) and each gets its own answer: creates 201,
+# one-way ForwardBatch per loop round) and each gets its own answer, which
+# the follower computes when it applies the write's entry: creates 201,
 # one Idempotency-Key sent five times applied once, a CAS mismatch 412.
 fw=$(( (leader + 1) % 3 ))
 before=$(t_http "$fw" GET /api/kv/count | t_json count) || true
 st=$(t_http "$fw" GET /status)
 fwd0=$(echo "$st" | t_json forwarded_writes) || true
 req0=$(echo "$st" | t_json forward_requests) || true
+app0=$(echo "$st" | t_json forwards_applied) || true
 fport=$(t_http_port "$fw")
 for k in $(seq 1 40); do
     curl -s -m 15 -o /dev/null -w '%{http_code}\n' -X POST \
@@ -77,6 +79,9 @@ req=$(( $(echo "$st" | t_json forward_requests) - req0 ))
 t_log "burst: $fwd writes forwarded in $req requests"
 [ "$fwd" -ge 46 ] && [ "$req" -lt "$fwd" ] ||
     t_fail "the burst's writes were not forwarded in batches ($fwd writes, $req requests)"
+app=$(( $(echo "$st" | t_json forwards_applied) - app0 ))
+[ "$app" = "$fwd" ] ||
+    t_fail "$fwd writes forwarded, $app answered from the follower's own apply"
 
 # Errors: each status, nothing changed by bad input.
 before=$(t_http 0 GET /api/kv/count)

@@ -347,6 +347,46 @@ static void test_idempotency(void** state) {
     verify_ok(f->a);
 }
 
+/* A forwarded write names its follower and tag (Command.origin_*): the
+ * result carries them, so that follower can answer its client from its
+ * own apply; a retry's result carries the retry's own. */
+static void test_origin_in_results(void** state) {
+    struct fix* f = *state;
+    struct kv_result r;
+    Skein__Command cmd = SKEIN__COMMAND__INIT;
+    Skein__CreateOp op = SKEIN__CREATE_OP__INIT;
+    uint32_t len;
+
+    cmd.request_id = (char*)"fwd-1";
+    cmd.op_case = SKEIN__COMMAND__OP_CREATE;
+    cmd.create = &op;
+    op.id = (char*)"id-f";
+    op.key = (char*)"k";
+    op.value = (char*)"v";
+    cmd.has_origin_node = 1;
+    cmd.origin_node = 7;
+    cmd.has_origin_tag = 1;
+    cmd.origin_tag = 42;
+    uint8_t* d = tu_pack(&cmd, &len);
+    apply_data(f, d, len, &r);
+    assert_int_equal(r.status, KV_STATUS_OK);
+    assert_false(r.duplicate);
+    assert_int_equal(r.origin_node, 7);
+    assert_int_equal(r.origin_tag, 42);
+
+    cmd.origin_tag = 43;
+    d = tu_pack(&cmd, &len);
+    apply_data(f, d, len, &r);
+    assert_true(r.duplicate);
+    assert_int_equal(r.origin_tag, 43);
+    expect_entry(&r.entry, "id-f", "k", "v", 1);
+
+    apply_create(f, "plain", "id-p", "k", "v", &r);
+    assert_int_equal(r.origin_node, 0);
+    assert_int_equal(r.origin_tag, 0);
+    verify_ok(f->a);
+}
+
 /* Applies the same log to a state split into batches of `batch` entries. */
 static struct kv_stats apply_log_batched(const char* dir,
                                          const struct raft_entry* ents,
@@ -1866,6 +1906,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_update_cas_delete, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_origin_in_results, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_idem_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),

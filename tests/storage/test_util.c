@@ -87,7 +87,7 @@ bool tu_entry_ok(const struct raft_entry* e) {
     return true;
 }
 
-static uint8_t* tu_pack(Skein__Command* cmd, uint32_t* len) {
+uint8_t* tu_pack(Skein__Command* cmd, uint32_t* len) {
     size_t n = skein__command__get_packed_size(cmd);
     uint8_t* buf = malloc(n > 0 ? n : 1);
     if (buf == NULL) {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "raft.h"
+#include "skein.pb-c.h"
 
 /**
  * Creates a fresh directory under $TMPDIR (or /tmp) named
@@ -43,6 +44,9 @@ void tu_entry(struct raft_entry* e,
 
 /** True if `e`'s data is the pattern tu_entry writes for its index/term. */
 bool tu_entry_ok(const struct raft_entry* e);
+
+/** Packs `cmd` into a malloc'd buffer (caller frees); sets *len. */
+uint8_t* tu_pack(Skein__Command* cmd, uint32_t* len);
 
 /**
  * Packs a skein.Command creating entry `id` with `key` and `value` and the
