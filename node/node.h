@@ -40,6 +40,9 @@ struct node_config {
     uint32_t state_commit_ms;    /* applied batches are committed to the
                                     state together at most this often
                                     (one flush); 0 = each batch */
+    uint32_t batch_linger_us;    /* a loop round with few events waits
+                                    this long for more while clients are
+                                    waiting at this node; 0 = never */
     size_t map_size;             /* LMDB map size, bytes */
     uint64_t log_retain;         /* entries kept when compacting */
     uint64_t snapshot_threshold; /* compactable entries before a

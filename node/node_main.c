@@ -66,6 +66,11 @@ static void usage(FILE* f) {
         "each\n"
         "                           batch; the log stays the durability "
         "point)\n"
+        "  --batch-linger-us N      under load, a loop round with few "
+        "events\n"
+        "                           waits N us for more to batch them "
+        "(default\n"
+        "                           200, at most 5000, 0 = never)\n"
         "  --map-size BYTES         LMDB map size per environment (default 64 "
         "GiB)\n"
         "  --log-retain N           entries kept when compacting (default "
@@ -179,6 +184,12 @@ static int set_option(struct main_opts* o, const char* name, const char* val) {
                    ? 0
                    : -1;
     }
+    if (strcmp(name, "batch-linger-us") == 0) {
+        return parse_u32(val, &c->batch_linger_us) == 0 &&
+                       c->batch_linger_us <= 5000
+                   ? 0
+                   : -1;
+    }
     if (strcmp(name, "write-timeout-ms") == 0) {
         return parse_u32(val, &c->write_timeout_ms);
     }
@@ -269,6 +280,7 @@ static const char* const env_names[] = {"node-id",
                                         "heartbeat-ticks",
                                         "durability",
                                         "state-commit-ms",
+                                        "batch-linger-us",
                                         "map-size",
                                         "log-retain",
                                         "snapshot-threshold",

@@ -117,6 +117,7 @@ struct transport {
     char inproc_url[TRANSPORT_URL_MAX];
     pthread_mutex_t mu; /* recursive: nng may complete an aio inline */
     bool closing;
+    uint32_t local_waiting; /* atomic: transport_call_local callers asleep */
     nng_socket rep;
     struct transport_server_ctx* servers;
     uint32_t n_servers;
@@ -950,6 +951,7 @@ int transport_call_local(struct transport* t,
     }
     ev->env = env;
     ev->reply = c;
+    __atomic_add_fetch(&t->local_waiting, 1, __ATOMIC_RELAXED);
     deliver(t, ev); /* the node now owns one reference through ev->reply */
 
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -975,8 +977,13 @@ int transport_call_local(struct transport* t,
         lc->answered = true; /* a late answer is dropped */
     }
     pthread_mutex_unlock(&lc->mu);
+    __atomic_sub_fetch(&t->local_waiting, 1, __ATOMIC_RELAXED);
     local_call_release(c);
     return rv;
+}
+
+uint32_t transport_local_waiting(struct transport* t) {
+    return __atomic_load_n(&t->local_waiting, __ATOMIC_RELAXED);
 }
 
 static void split_answer(struct transport_server_ctx* c,

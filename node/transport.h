@@ -154,6 +154,10 @@ int transport_call_local(struct transport* t,
                          uint8_t** reply,
                          size_t* reply_len);
 
+/** How many transport_call_local callers are waiting for an answer now:
+ * the embedded gateway's clients in flight at this node. */
+uint32_t transport_local_waiting(struct transport* t);
+
 /**
  * Answers a request handed over with a reply handle with `len` packed
  * bytes (copied): for a raft RPC, an Envelope (raft message or batch) for
