@@ -96,11 +96,10 @@ struct node_forward {
     struct transport_server_ctx* reply;
     uint64_t deadline_ms;
     bool used;
-    bool admin;       /* an admin request: answered with an AdminResponse */
-    size_t batch_pos; /* its place in a ForwardBatch */
-    uint64_t tag;     /* a one-way write: its forward_tag, else 0 */
-    uint64_t leader;  /* node id it was sent to (one-way writes) */
-    uint64_t term;    /* our term when it was sent (one-way writes) */
+    bool admin;      /* an admin request: answered with an AdminResponse */
+    uint64_t tag;    /* a one-way write: its forward_tag, else 0 */
+    uint64_t leader; /* node id it was sent to (one-way writes) */
+    uint64_t term;   /* our term when it was sent (one-way writes) */
 };
 
 /* A one-way ForwardBatch packed for the leader, sent with this round's
@@ -305,8 +304,9 @@ void node_handle_client(struct node* n, struct transport_event* ev);
 void node_handle_forward_reply(struct node* n, struct transport_event* ev);
 /** Relays a client write or admin change to the leader; answers it. */
 void node_forward_to_leader(struct node* n, struct transport_event* ev);
-/** Sends the client writes gathered this round to the leader, several in
- * one ForwardBatch request. */
+/** Packs the client writes gathered this round into one one-way
+ * ForwardBatch for the leader (n->fwd_out), which rides with the round's
+ * raft messages to it (or goes alone at the end of the round). */
 void node_flush_forwards(struct node* n);
 /** The leader's side of a ForwardBatch: each request is handled as if it
  * came alone; one reply answers them all, or (one-way) the writes it

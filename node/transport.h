@@ -13,9 +13,12 @@
  * node answers it with its own raft messages to the sender when its loop
  * round produces some (transport_reply_bytes; the sender hands them to its
  * node like requests), else with an empty reply. Messages that find no
- * held reply travel as requests of their own. Client, admin and snapshot
- * requests are handed to the node with a reply handle; the node answers
- * through transport_reply() when it is done. Every handle must be answered.
+ * held reply travel as requests of their own. A follower's one-way
+ * ForwardBatch and the leader's ForwardResults travel the same way, alone
+ * or inside an EnvelopeBatch (codec_is_stream_body). Client, admin and
+ * snapshot requests are handed to the node with a reply handle; the node
+ * answers through transport_reply() when it is done. Every handle must be
+ * answered.
  *
  * Threads: callbacks run on nng's threads and only call `deliver`. Every
  * other function may be called from any thread.
