@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <uuid/uuid.h>
 
 #include "codec.h"
 #include "node_internal.h"
@@ -1225,6 +1226,16 @@ int node_start(const struct node_config* cfg,
     n->cfg = *cfg;
     n->start_ms = node_now_ms();
     n->rng = node_wall_ms() ^ cfg->id;
+    {
+        /* Forward tags differ from every earlier run's: an entry this node
+         * forwarded before a restart may still be applied after it, and
+         * must not answer a new client whose write took the same slot. */
+        uuid_t u;
+        uint64_t r;
+        uuid_generate_random(u);
+        memcpy(&r, u, sizeof(r));
+        n->next_forward_tag = r & ((1ULL << 46) - 1);
+    }
     /* Read contexts must not repeat across restarts: an answer the leader
      * sent to the previous incarnation could otherwise release a new read
      * at an older index (a stale read). */

@@ -98,7 +98,7 @@ struct node_forward {
     bool used;
     bool admin;      /* an admin request: answered with an AdminResponse */
     uint64_t tag;    /* a one-way write: its forward_tag, else 0 */
-    uint64_t leader; /* node id it was sent to (one-way writes) */
+    uint64_t leader; /* raft id of the leader it went to (one-way) */
     uint64_t term;   /* our term when it was sent (one-way writes) */
 };
 
