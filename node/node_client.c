@@ -282,11 +282,15 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev) {
     }
 }
 
-/* Fails the one-way forwards carried under `cookie` (all if 0). */
-static void fail_carried_forwards(struct node* n,
-                                  uint64_t cookie,
-                                  int status,
-                                  const char* why) {
+/* Fails the one-way forwards already sent that were carried under
+ * `cookie`, or (cookie 0) that went to another leader or in another term
+ * than `leader` and `term`. */
+static void fail_sent_forwards(struct node* n,
+                               uint64_t cookie,
+                               raft_node_id leader,
+                               raft_term term,
+                               int status,
+                               const char* why) {
     size_t used_left = n->n_forwards;
     for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
         struct node_forward* f = &n->forwards[i];
@@ -295,7 +299,8 @@ static void fail_carried_forwards(struct node* n,
         }
         used_left--;
         if (f->tag != 0 && f->cookie != 0 &&
-            (cookie == 0 || f->cookie == cookie)) {
+            (cookie != 0 ? f->cookie == cookie
+                         : f->leader != leader || f->term != term)) {
             reply_forward_failure(n, f->reply, false, status, why);
             f->used = false;
             n->n_forwards--;
@@ -345,8 +350,8 @@ void node_flush_forwards(struct node* n) {
         n->counters.forwarded_writes += b->count;
         n->counters.forward_requests++;
         if (codec_pack_envelope(&env, &buf, &len) != 0) {
-            fail_carried_forwards(n, cookie, ST(NO_QUORUM),
-                                  "out of memory: retry shortly");
+            fail_sent_forwards(n, cookie, 0, 0, ST(NO_QUORUM),
+                               "out of memory: retry shortly");
         } else {
             /* A batch of this round that found no raft message to ride
              * with goes alone, first. */
@@ -367,8 +372,8 @@ void node_flush_forwards(struct node* n) {
 void node_forward_out_failed(struct node* n, uint64_t cookie, bool delivered) {
     if (!delivered) {
         /* Never reached the leader: safe to say so. */
-        fail_carried_forwards(n, cookie, ST(NO_QUORUM),
-                              "the leader is unreachable: retry shortly");
+        fail_sent_forwards(n, cookie, 0, 0, ST(NO_QUORUM),
+                           "the leader is unreachable: retry shortly");
     }
     /* Else it may have: the apply, a leader change or the deadline tells. */
 }
@@ -382,25 +387,11 @@ void node_check_forwards(struct node* n) {
     }
     n->fwd_seen_leader = leader;
     n->fwd_seen_term = term;
-    size_t used_left = n->n_forwards;
-    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
-        struct node_forward* f = &n->forwards[i];
-        if (!f->used) {
-            continue;
-        }
-        used_left--;
-        if (f->tag != 0 && f->cookie != 0 &&
-            (f->leader != leader || f->term != term)) {
-            /* The leader it went to may have logged it, and the next one
-             * may still commit it: only a retry with the same request id
-             * can tell. */
-            reply_forward_failure(n, f->reply, false, ST(UNKNOWN_OUTCOME),
-                                  "the leader changed before the forwarded "
-                                  "write was confirmed");
-            f->used = false;
-            n->n_forwards--;
-        }
-    }
+    /* The leader they went to may have logged them, and the next one may
+     * still commit them: only a retry with the same request id can tell. */
+    fail_sent_forwards(n, 0, leader, term, ST(UNKNOWN_OUTCOME),
+                       "the leader changed before the forwarded write was "
+                       "confirmed");
 }
 
 /* The waiting one-way forward tagged `tag`, or NULL. */
@@ -420,18 +411,26 @@ static void forward_done(struct node* n, struct node_forward* f) {
     n->n_forwards--;
 }
 
+/* A one-way message from a member leaves its request's reply handle for
+ * our raft messages to it (node_hold_reply); an unnamed sender's is
+ * answered empty. */
+static void hold_sender_reply(struct node* n, struct transport_event* ev) {
+    if (ev->reply == NULL) {
+        return;
+    }
+    if (ev->env->has_from) {
+        node_hold_reply(n, ev->env->from, ev->reply);
+    } else {
+        transport_reply(ev->reply, NULL);
+    }
+    ev->reply = NULL;
+}
+
 void node_handle_forward_results(struct node* n, struct transport_event* ev) {
     const Skein__ForwardResults* fr = ev->env->forward_results;
     uint64_t from = ev->env->from;
 
-    if (ev->reply != NULL) {
-        if (ev->env->has_from) {
-            node_hold_reply(n, from, ev->reply);
-        } else {
-            transport_reply(ev->reply, NULL);
-        }
-        ev->reply = NULL;
-    }
+    hold_sender_reply(n, ev);
     if (fr == NULL || !ev->env->has_from || fr->n_tags != fr->n_responses) {
         n->counters.forward_results_unmatched++;
         return;
@@ -494,6 +493,26 @@ static void collect_forward_result(void* arg,
     n->counters.forward_results_sent++;
 }
 
+/* Handles one request of a ForwardBatch as if it came alone, or refuses
+ * it (!valid), then frees its envelope. */
+static void handle_batch_part(struct node* n,
+                              struct transport_event* sub,
+                              bool valid) {
+    if (!valid) {
+        reply_status(n, sub->reply, NULL, ST(BAD_REQUEST),
+                     "a forwarded batch holds something else than a "
+                     "forwarded client request");
+    } else {
+        node_handle_client(n, sub);
+        if (sub->reply != NULL) {
+            transport_reply(sub->reply, NULL);
+        }
+    }
+    if (sub->env != NULL) {
+        skein__envelope__free_unpacked(sub->env, NULL);
+    }
+}
+
 /* The leader's side of a one-way ForwardBatch: each write is handled as
  * if it came alone, with a collector handle. Proposed writes drop theirs
  * (node_flush_proposals): the sender answers them from its own apply. */
@@ -501,14 +520,7 @@ static void handle_one_way_batch(struct node* n, struct transport_event* ev) {
     const Skein__ForwardBatch* fb = ev->env->forward_batch;
     uint64_t from = ev->env->from;
 
-    if (ev->reply != NULL) {
-        if (ev->env->has_from) {
-            node_hold_reply(n, from, ev->reply);
-        } else {
-            transport_reply(ev->reply, NULL);
-        }
-        ev->reply = NULL;
-    }
+    hold_sender_reply(n, ev);
     if (!ev->env->has_from || fb->n_requests > NODE_FORWARD_BATCH_MAX) {
         return; /* not a member's batch: its writes time out there */
     }
@@ -530,20 +542,14 @@ static void handle_one_way_batch(struct node* n, struct transport_event* ev) {
         }
         if (sub.reply == NULL) {
             /* Nothing to answer to: the sender's deadline does. */
-        } else if (!sub.env->has_from || sub.env->from != from ||
-                   !is_write(sub.env->client_request)) {
-            reply_status(n, sub.reply, NULL, ST(BAD_REQUEST),
-                         "a forwarded batch holds something else than a "
-                         "forwarded client write");
-        } else {
-            node_handle_client(n, &sub);
-            if (sub.reply != NULL) {
-                transport_reply(sub.reply, NULL);
+            if (sub.env != NULL) {
+                skein__envelope__free_unpacked(sub.env, NULL);
             }
+            continue;
         }
-        if (sub.env != NULL) {
-            skein__envelope__free_unpacked(sub.env, NULL);
-        }
+        handle_batch_part(n, &sub,
+                          sub.env->has_from && sub.env->from == from &&
+                              is_write(sub.env->client_request));
     }
 }
 
@@ -573,21 +579,11 @@ void node_handle_forward_batch(struct node* n, struct transport_event* ev) {
         sub.reply = transport_split_part(first, i);
         sub.env = skein__envelope__unpack(NULL, fb->requests[i].len,
                                           fb->requests[i].data);
-        if (sub.env == NULL ||
-            sub.env->body_case != SKEIN__ENVELOPE__BODY_CLIENT_REQUEST ||
-            !sub.env->has_from) {
-            reply_status(n, sub.reply, NULL, ST(BAD_REQUEST),
-                         "a forwarded batch holds something else than a "
-                         "forwarded client request");
-        } else {
-            node_handle_client(n, &sub);
-            if (sub.reply != NULL) {
-                transport_reply(sub.reply, NULL);
-            }
-        }
-        if (sub.env != NULL) {
-            skein__envelope__free_unpacked(sub.env, NULL);
-        }
+        handle_batch_part(
+            n, &sub,
+            sub.env != NULL &&
+                sub.env->body_case == SKEIN__ENVELOPE__BODY_CLIENT_REQUEST &&
+                sub.env->has_from);
     }
 }
 
