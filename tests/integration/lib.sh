@@ -154,6 +154,19 @@ t_http() {
     echo "$code $(cat "$T_DIR/body" 2>/dev/null)"
 }
 
+# t_create_retrying ID BODY KEY: POSTs BODY to node ID's /api/kv with
+# Idempotency-Key KEY until it is answered 201 (15 s at most); prints the
+# last "STATUS BODY".
+t_create_retrying() {
+    local deadline=$((SECONDS + 15)) r=""
+    while [ $SECONDS -lt $deadline ]; do
+        r=$(t_http "$1" POST /api/kv "$2" -H "Idempotency-Key: $3")
+        [ "${r%% *}" = 201 ] && break
+        sleep 0.2
+    done
+    echo "$r"
+}
+
 # t_json FIELD: the first string or number value of "FIELD" in stdin.
 t_json() {
     sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | sed -n 1p

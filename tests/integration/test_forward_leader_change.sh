@@ -15,12 +15,7 @@ t_start_cluster 3 --write-timeout-ms 60000
 leader=$(t_wait_http_leader 15) || t_fail "no leader"
 f=$(( (leader + 1) % 3 ))
 t_log "leader is node $leader, the write goes to follower $f"
-deadline=$((SECONDS + 15)); r=""
-while [ $SECONDS -lt $deadline ]; do
-    r=$(t_http "$f" POST /api/kv '{"key":"warm-up","value":"x"}' -H 'Idempotency-Key: warm-up')
-    [ "${r%% *}" = 201 ] && break
-    sleep 0.2
-done
+r=$(t_create_retrying "$f" '{"key":"warm-up","value":"x"}' warm-up)
 t_expect 201 "$r" "a forwarded write"
 
 lpid=$(cat "$T_DIR/node-$leader.pid")
@@ -40,12 +35,7 @@ case "$r" in
 esac
 
 # The retry applies it once, whoever leads now.
-deadline=$((SECONDS + 20)); r=""
-while [ $SECONDS -lt $deadline ]; do
-    r=$(t_http "$f" POST /api/kv '{"key":"flc","value":"v"}' -H 'Idempotency-Key: flc-1')
-    [ "${r%% *}" = 201 ] && break
-    sleep 0.2
-done
+r=$(t_create_retrying "$f" '{"key":"flc","value":"v"}' flc-1)
 t_expect 201 "$r" "the retry with the same key"
 n=$(t_http "$f" GET '/api/kv?key=flc' | grep -o '"key":"flc"' | wc -l) || true
 [ "$n" = 1 ] || t_fail "the write exists $n times"

@@ -159,12 +159,7 @@ t_wait_converged $members >/dev/null || t_fail "no convergence after resyncing n
 t_http "$leader" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1' >/dev/null
 t_kill_node "$leader"
 other=$(t_ids_except "$f" "$leader" | sed -n 1p)
-deadline=$((SECONDS + 15)); r=""
-while [ $SECONDS -lt $deadline ]; do
-    r=$(t_http "$other" POST /api/kv '{"key":"fail-over","value":"x"}' -H 'Idempotency-Key: fo-1')
-    [ "${r%% *}" = 201 ] && break
-    sleep 0.2
-done
+r=$(t_create_retrying "$other" '{"key":"fail-over","value":"x"}' fo-1)
 t_expect 201 "$r" "retry after the leader died"
 n=$(t_http "$other" GET '/api/kv?key=fail-over' | grep -o '"key":"fail-over"' | wc -l) || true
 [ "$n" = 1 ] || t_fail "the retried write exists $n times"
