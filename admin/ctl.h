@@ -502,8 +502,11 @@ uint64_t ctl_chaos_events(struct ctl_chaos* c);
 
 /*
  * ctl_fault_inject - send a FaultInjectRequest to the node whose nng URL
- * is `nng_url` (its admin hook). Returns 0, or -1 with err filled.
+ * is `nng_url` (its admin hook), for what it sends to node `peer`
+ * (CTL_ALL_PEERS: to every peer; node ids start at 0). Returns 0, or -1
+ * with err filled.
  */
+#define CTL_ALL_PEERS UINT64_MAX
 int ctl_fault_inject(const char* nng_url,
                      uint64_t peer,
                      double drop,

@@ -48,7 +48,7 @@ struct ctl_chaos {
     bool fault;                   /* a fault is configured */
     double drop;                  /* drop probability */
     uint32_t delay_ms, jitter_ms; /* added delay */
-    uint64_t fault_peer;          /* 0 = every peer */
+    uint64_t fault_peer;          /* CTL_ALL_PEERS = every peer */
     bool fault_node_all;          /* inject on every node */
     uint64_t fault_node;          /* else only this node id */
 };
@@ -88,8 +88,8 @@ int ctl_fault_inject(const char* nng_url,
     nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, 3000);
     nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, 1 << 20);
     Skein__FaultInjectRequest fi = SKEIN__FAULT_INJECT_REQUEST__INIT;
-    fi.has_peer = true;
-    fi.peer = peer;
+    fi.has_peer = peer != CTL_ALL_PEERS;
+    fi.peer = fi.has_peer ? peer : 0;
     fi.has_drop_probability = drop > 0;
     fi.drop_probability = drop;
     fi.has_delay_ms = delay_ms > 0;
@@ -156,6 +156,7 @@ static int ctl_parse_fault(struct ctl_chaos* c, const char* spec) {
     snprintf(buf, sizeof buf, "%s", spec);
     c->fault = true;
     c->fault_node_all = true;
+    c->fault_peer = CTL_ALL_PEERS;
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL;
          tok = strtok_r(NULL, ",", &save)) {
         char* eq = strchr(tok, '=');
@@ -199,8 +200,9 @@ bad:
 /* Injects the configured fault on member i (if it is a target). */
 static void ctl_chaos_fault(struct ctl_chaos* c, size_t i) {
     const struct ctl_member* m = &c->cluster->node[i];
-    if (!c->fault || (!c->fault_node_all && m->id != c->fault_node)) {
-        return;
+    if (!c->fault || (!c->fault_node_all && m->id != c->fault_node) ||
+        m->id == c->fault_peer) {
+        return; /* not a target, or the peer itself (no messages to self) */
     }
     char url[64];
     char err[256];
@@ -215,11 +217,16 @@ static void ctl_chaos_fault(struct ctl_chaos* c, size_t i) {
     }
     pthread_mutex_unlock(&c->mu);
     if (rv == 0) {
+        char to[32] = "every peer";
+        if (c->fault_peer != CTL_ALL_PEERS) {
+            snprintf(to, sizeof to, "node %llu",
+                     (unsigned long long)c->fault_peer);
+        }
         ctl_chaos_log(c,
                       "node %llu: transport fault drop=%.2f delay=%u ms "
-                      "jitter=%u ms to peer %llu",
+                      "jitter=%u ms to %s",
                       (unsigned long long)m->id, c->drop, c->delay_ms,
-                      c->jitter_ms, (unsigned long long)c->fault_peer);
+                      c->jitter_ms, to);
     } else {
         ctl_chaos_log(c, "node %llu: fault injection failed: %s",
                       (unsigned long long)m->id, err);
@@ -431,7 +438,8 @@ void ctl_chaos_stop(struct ctl_chaos* c, struct ctl_chaos_stats* stats) {
             char err[256];
             snprintf(url, sizeof url, "tcp://127.0.0.1:%d",
                      c->cluster->node[i].port + 1000);
-            ctl_fault_inject(url, 0, 0, 0, 0, false, true, err, sizeof err);
+            ctl_fault_inject(url, CTL_ALL_PEERS, 0, 0, 0, false, true, err,
+                             sizeof err);
         }
     }
     *stats = c->stats;

@@ -504,7 +504,15 @@ static void handle_fault(struct node* n,
             "drop_probability and duplicate_probability must be within [0, 1]");
         return;
     }
-    transport_set_fault(n->tr, req->has_peer ? req->peer : 0,
+    if (req->has_peer && node_peer_of(n, req->peer) == NULL) {
+        /* Node ids start at 0: an absent peer means every peer, never 0. */
+        node_reply_admin_status(n, reply, ST(BAD_REQUEST),
+                                "fault injection: peer is not a member "
+                                "this node sends to (leave it out for "
+                                "every peer)");
+        return;
+    }
+    transport_set_fault(n->tr, req->has_peer ? req->peer : TRANSPORT_ALL_PEERS,
                         req->partition ? 1.0 : req->drop_probability,
                         req->duplicate_probability, req->delay_ms,
                         req->jitter_ms, req->clear);

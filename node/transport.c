@@ -649,7 +649,7 @@ void transport_set_fault(struct transport* t,
             p->fault_delay_ms = 0;
             p->fault_jitter_ms = 0;
         }
-        if (peer == UINT64_MAX || (peer != 0 && p->id != peer) ||
+        if ((peer != TRANSPORT_ALL_PEERS && p->id != peer) ||
             (clear && drop == 0 && dup == 0 && delay_ms == 0 &&
              jitter_ms == 0)) {
             continue;

@@ -241,12 +241,15 @@ int transport_peer_health(struct transport* t,
 /** Copies the counters. */
 void transport_stats(struct transport* t, struct transport_stats* out);
 
+/** transport_set_fault's `peer` for every peer (node ids start at 0). */
+#define TRANSPORT_ALL_PEERS UINT64_MAX
+
 /**
- * Transport fault injection (chaos tests): messages to `peer` (0 = all)
- * are dropped with probability drop (0..1), raft messages sent twice with
- * probability dup (0..1), and every message delayed by delay_ms plus a
- * random jitter_ms. clear removes all faults. Only used when the node was
- * started with --enable-fault-injection.
+ * Transport fault injection (chaos tests): messages to node `peer`
+ * (TRANSPORT_ALL_PEERS: to every peer) are dropped with probability drop
+ * (0..1), raft messages sent twice with probability dup (0..1), and every
+ * message delayed by delay_ms plus a random jitter_ms. clear removes all
+ * faults. Only used when the node was started with --enable-fault-injection.
  */
 void transport_set_fault(struct transport* t,
                          uint64_t peer,

@@ -766,7 +766,7 @@ f_heal_loss() {
 # after it was acknowledged by the leader.
 f_delay() {
     local i=$1 ms=$2 jit=${3:-0} j leader id t0 seen lag
-    f_hook "$i" 0 "delay=$ms" "jitter=$jit"
+    f_hook "$i" all "delay=$ms" "jitter=$jit"
     for j in "${F_MEMBERS[@]}"; do
         [ "$j" = "$i" ] || [ -z "${F_PID[$j]:-}" ] || f_hook "$j" "$i" "delay=$ms" "jitter=$jit"
     done
@@ -788,7 +788,7 @@ f_delay() {
 f_heal_hooks() {
     local i
     for i in "${F_MEMBERS[@]}"; do
-        [ -n "${F_PID[$i]:-}" ] && [ -z "${F_PAUSED[$i]:-}" ] && f_hook "$i" 0 clear
+        [ -n "${F_PID[$i]:-}" ] && [ -z "${F_PAUSED[$i]:-}" ] && f_hook "$i" all clear
     done
     F_DIRTY_HOOK=0
 }

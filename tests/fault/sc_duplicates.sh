@@ -12,7 +12,7 @@ f_wait_leader 10 1 2 3 >/dev/null || f_fail "no initial leader"
 f_workload_start w 1 2 3
 sleep 2
 for i in 1 2 3; do
-    f_hook "$i" 0 dup=0.5 jitter=20
+    f_hook "$i" all dup=0.5 jitter=20
 done
 t0=$(f_now_ms)
 n=$(f_wait_acks w "$t0" 30 40) || f_fail "only $n writes committed in 40 s of duplicated messages"

@@ -15,7 +15,7 @@
  *   skein-wire encode fault PEER [drop=P] [dup=P] [delay=MS] [jitter=MS]
  *                           [partition] [clear]   transport fault hook on
  *                           the node it is sent to, for messages it sends
- *                           to PEER (0 = every peer)
+ *                           to node PEER ("all": every peer)
  *   skein-wire encode transfer TO                 hand leadership to TO
  *   skein-wire encode member-add ID URL [HTTP] [learner]
  *   skein-wire encode member-remove ID | members
@@ -90,8 +90,8 @@ static int encode_admin(Skein__AdminRequest* areq, int argc, char** argv) {
     const char* op = argv[0];
 
     if (strcmp(op, "fault") == 0 && argc >= 2) {
-        f.has_peer = 1;
-        f.peer = strtoull(argv[1], NULL, 10);
+        f.has_peer = strcmp(argv[1], "all") != 0;
+        f.peer = f.has_peer ? strtoull(argv[1], NULL, 10) : 0;
         for (int i = 2; i < argc; i++) {
             const char* a = argv[i];
             if (strncmp(a, "drop=", 5) == 0) {
