@@ -826,8 +826,14 @@ static void process_ready(struct node* n) {
         bool persisted;
 
         raft_ready(n->raft, &rd);
-        if (rd.snapshot != NULL && node_snapshot_install(n, rd.snapshot) != 0) {
-            fatal(n, "installing a snapshot", -1);
+        if (rd.snapshot != NULL) {
+            if (node_snapshot_install(n, rd.snapshot) != 0) {
+                fatal(n, "installing a snapshot", -1);
+            }
+            node_fail_unapplied_forwards(
+                n,
+                "this node caught up by snapshot before the forwarded "
+                "write was confirmed");
         }
         if (rd.must_sync || rd.snapshot != NULL) {
             persisted = persist_batch(n, &rd, &durable, &durable_term);

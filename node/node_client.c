@@ -284,7 +284,8 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev) {
 
 /* Fails the one-way forwards already sent that were carried under
  * `cookie`, or (cookie 0) that went to another leader or in another term
- * than `leader` and `term`. */
+ * than `leader` and `term`, or (NODE_FORWARDS_ALL) all of them. */
+#define NODE_FORWARDS_ALL UINT64_MAX
 static void fail_sent_forwards(struct node* n,
                                uint64_t cookie,
                                raft_node_id leader,
@@ -299,8 +300,9 @@ static void fail_sent_forwards(struct node* n,
         }
         used_left--;
         if (f->tag != 0 && f->cookie != 0 &&
-            (cookie != 0 ? f->cookie == cookie
-                         : f->leader != leader || f->term != term)) {
+            (cookie == NODE_FORWARDS_ALL ||
+             (cookie != 0 ? f->cookie == cookie
+                          : f->leader != leader || f->term != term))) {
             reply_forward_failure(n, f->reply, false, status, why);
             f->used = false;
             n->n_forwards--;
@@ -392,6 +394,13 @@ void node_check_forwards(struct node* n) {
     fail_sent_forwards(n, 0, leader, term, ST(UNKNOWN_OUTCOME),
                        "the leader changed before the forwarded write was "
                        "confirmed");
+}
+
+void node_fail_unapplied_forwards(struct node* n, const char* why) {
+    /* Their entries may be inside what replaced the log (committed, even
+     * applied elsewhere) or still to come: only a retry with the same
+     * request id can tell, and it gets the original answer if so. */
+    fail_sent_forwards(n, NODE_FORWARDS_ALL, 0, 0, ST(UNKNOWN_OUTCOME), why);
 }
 
 /* The waiting one-way forward tagged `tag`, or NULL. */

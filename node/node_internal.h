@@ -320,6 +320,11 @@ void node_forward_out_failed(struct node* n, uint64_t cookie, bool delivered);
 /** Answers "outcome unknown" to one-way forwards sent to another leader or
  * in another term than the current ones (checked when they change). */
 void node_check_forwards(struct node* n);
+/** Answers "outcome unknown" (`why`) to every one-way forward this node
+ * sent and still waits for: used when a snapshot replaced the log, so
+ * their entries may never be applied here one by one and their answers
+ * cannot come from this node's apply. */
+void node_fail_unapplied_forwards(struct node* n, const char* why);
 void node_apply_results(struct node* n,
                         const struct raft_entry* entries,
                         const struct kv_result* results,
