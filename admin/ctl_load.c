@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -129,6 +130,8 @@ struct ctl_engine {
     const struct ctl_load_cfg* cfg;
     struct ctl_load_stats* st;
     CURLM* multi;
+    int epfd;              /* sockets curl asked us to watch */
+    int64_t curl_timer_us; /* when curl wants a timeout call, -1 none */
     struct ctl_slot* slots;
     size_t nslots;
     struct ctl_rng rng;
@@ -790,6 +793,41 @@ static void ctl_progress(struct ctl_engine* e, int64_t now, bool final) {
     fflush(stderr);
 }
 
+/* curl's socket callback: watch (or stop watching) one socket. The
+ * socket_action interface wakes the engine for the sockets that have
+ * something, instead of polling and walking every transfer per answer
+ * (which cost the benchmark client as much CPU as a node's loop). */
+static int ctl_curl_socket(CURL* easy,
+                           curl_socket_t fd,
+                           int what,
+                           void* userp,
+                           void* socketp) {
+    struct ctl_engine* e = userp;
+    struct epoll_event ev;
+    (void)easy;
+    (void)socketp;
+    memset(&ev, 0, sizeof ev);
+    ev.data.fd = fd;
+    if (what == CURL_POLL_REMOVE) {
+        (void)epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) |
+                (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev) != 0) {
+        (void)epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+    return 0;
+}
+
+/* curl's timer callback: when to call socket_action with the timeout. */
+static int ctl_curl_timer(CURLM* multi, long timeout_ms, void* userp) {
+    struct ctl_engine* e = userp;
+    (void)multi;
+    e->curl_timer_us = timeout_ms < 0 ? -1 : ctl_now_us() + timeout_ms * 1000;
+    return 0;
+}
+
 static int ctl_engine_init(struct ctl_engine* e,
                            const struct ctl_load_cfg* cfg,
                            struct ctl_load_stats* st) {
@@ -800,11 +838,17 @@ static int ctl_engine_init(struct ctl_engine* e,
     e->nslots = (size_t)cfg->concurrency;
     e->slots = calloc(e->nslots, sizeof *e->slots);
     e->multi = curl_multi_init();
-    if (e->slots == NULL || e->multi == NULL) {
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    e->curl_timer_us = -1;
+    if (e->slots == NULL || e->multi == NULL || e->epfd < 0) {
         return -1;
     }
     curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS,
                       (long)(e->nslots * 2 + cfg->nodes.count));
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, ctl_curl_socket);
+    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, ctl_curl_timer);
+    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
     for (size_t i = 0; i < e->nslots; i++) {
         e->slots[i].idx = i;
         e->slots[i].easy = curl_easy_init();
@@ -834,6 +878,9 @@ static void ctl_engine_free(struct ctl_engine* e) {
     if (e->multi != NULL) {
         curl_multi_cleanup(e->multi);
     }
+    if (e->epfd >= 0) {
+        close(e->epfd);
+    }
     free(e->known);
 }
 
@@ -854,6 +901,42 @@ static size_t ctl_take_done(struct ctl_engine* e) {
         }
     }
     return done;
+}
+
+/* Lets curl run what is due (its timer, or sockets that are ready,
+ * waiting for them until `next_wake` at most) and takes what finished. */
+static void ctl_engine_wait(struct ctl_engine* e, int64_t next_wake) {
+    struct epoll_event evs[64];
+    int running = 0;
+    int64_t now = ctl_now_us();
+    int64_t until = next_wake;
+    int n;
+
+    if (e->curl_timer_us >= 0 && e->curl_timer_us <= now) {
+        e->curl_timer_us = -1;
+        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        if (ctl_take_done(e) > 0) {
+            return;
+        }
+        now = ctl_now_us();
+    }
+    if (e->curl_timer_us >= 0 && e->curl_timer_us < until) {
+        until = e->curl_timer_us;
+    }
+    int wait_ms = until <= now ? 0 : (int)((until - now + 999) / 1000);
+    n = epoll_wait(e->epfd, evs, 64, wait_ms);
+    for (int i = 0; i < n; i++) {
+        int mask =
+            (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+            (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+            (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(e->multi, evs[i].data.fd, mask, &running);
+    }
+    if (e->curl_timer_us >= 0 && e->curl_timer_us <= ctl_now_us()) {
+        e->curl_timer_us = -1;
+        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    (void)ctl_take_done(e);
 }
 
 /* Runs the workload to the end. Returns 0, or -1 on a setup failure. */
@@ -891,20 +974,7 @@ static int ctl_engine_run(struct ctl_engine* e) {
             e->burst_resume_us < next_wake) {
             next_wake = e->burst_resume_us;
         }
-        int running = 0;
-        curl_multi_perform(e->multi, &running);
-        /* A transfer that finished inside that perform (a fast answer on
-         * loopback) is taken now: polling first would sleep until the
-         * wake-up time with nothing left to wait for. */
-        if (ctl_take_done(e) == 0) {
-            int wait_ms = (int)((next_wake - ctl_now_us()) / 1000);
-            if (wait_ms < 0) {
-                wait_ms = 0;
-            }
-            curl_multi_poll(e->multi, NULL, 0, wait_ms, NULL);
-            curl_multi_perform(e->multi, &running);
-            (void)ctl_take_done(e);
-        }
+        ctl_engine_wait(e, next_wake);
         ctl_progress(e, ctl_now_us(), false);
     }
     e->st->elapsed_us = ctl_now_us() - e->t0_us;
