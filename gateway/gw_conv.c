@@ -263,6 +263,8 @@ json_t* gw_status_json(const Skein__StatusResponse* s) {
                         gw_json_u64(s->forward_results_sent));
     json_object_set_new(batching, "forward_results_unmatched",
                         gw_json_u64(s->forward_results_unmatched));
+    json_object_set_new(batching, "lingered_rounds",
+                        gw_json_u64(s->lingered_rounds));
     json_object_set_new(batching, "raft_sent", gw_json_u64(s->raft_sent));
     json_object_set_new(batching, "raft_piggybacked",
                         gw_json_u64(s->raft_piggybacked));

@@ -996,6 +996,17 @@ static size_t take_events(struct node* n,
 /* ... if at least this many clients wait for this node's answers. */
 #define NODE_LINGER_CLIENTS 4
 
+/* Clients waiting for this node's answers: callers of the embedded
+ * gateway asleep in a local call (queued or pending here), or requests
+ * that came over nng (a standalone gateway, tools) pending here. Every
+ * pending local request has a caller asleep, so the larger of the two
+ * counts each client once. */
+static size_t clients_waiting(struct node* n) {
+    size_t local = transport_local_waiting(n->tr);
+    size_t pending = n->w_count + n->r_count + n->n_forwards;
+    return local > pending ? local : pending;
+}
+
 /* Under load, waits batch_linger_us for more events when this round has
  * few, and takes them: one fsync, one message per peer and one read
  * confirmation then cover more requests, which is worth more than the
@@ -1011,9 +1022,10 @@ static size_t linger(struct node* n,
 
     if (n->cfg.batch_linger_us == 0 || count == 0 ||
         count >= NODE_LINGER_EVENTS || *stop ||
-        transport_local_waiting(n->tr) < NODE_LINGER_CLIENTS) {
+        clients_waiting(n) < NODE_LINGER_CLIENTS) {
         return count;
     }
+    n->counters.lingered_rounds++;
     ts.tv_sec = (time_t)(n->cfg.batch_linger_us / 1000000u);
     ts.tv_nsec = (long)(n->cfg.batch_linger_us % 1000000u) * 1000L;
     nanosleep(&ts, NULL);

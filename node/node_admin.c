@@ -252,6 +252,8 @@ static void fill_status(struct node* n,
     s->forward_results_sent = n->counters.forward_results_sent;
     s->has_forward_results_unmatched = 1;
     s->forward_results_unmatched = n->counters.forward_results_unmatched;
+    s->has_lingered_rounds = 1;
+    s->lingered_rounds = n->counters.lingered_rounds;
     s->has_read_index_requests = 1;
     s->read_index_requests = n->counters.read_index_requests;
     s->has_fault_drops = 1;

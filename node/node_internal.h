@@ -159,6 +159,7 @@ struct node_counters {
     uint64_t forward_results_sent;      /* leader: writes answered in
                                            ForwardResults (not proposed) */
     uint64_t forward_results_unmatched; /* answers matching no waiter */
+    uint64_t lingered_rounds;           /* rounds that waited for more */
 };
 
 /* A raft RPC's reply handle kept until this loop round has messages for

@@ -273,14 +273,16 @@ static int decode(int verbose) {
                " snapshots_applied=%" PRIu64 " snapshots_sent=%" PRIu64
                " fault_dups=%" PRIu64 " dropped=%" PRIu64
                " forwards_applied=%" PRIu64 " forward_results_sent=%" PRIu64
-               " forward_results_unmatched=%" PRIu64 "\n",
+               " forward_results_unmatched=%" PRIu64 " lingered_rounds=%" PRIu64
+               "\n",
                s->node_id, s->role, s->term, s->leader_id, s->commit_index,
                s->last_applied, s->entry_count, s->state_hash,
                s->first_log_index,
                s->resync_stats ? s->resync_stats->snapshots_applied : 0,
                s->resync_stats ? s->resync_stats->send_successes : 0,
                s->fault_dups, s->dropped_messages, s->forwards_applied,
-               s->forward_results_sent, s->forward_results_unmatched);
+               s->forward_results_sent, s->forward_results_unmatched,
+               s->lingered_rounds);
         for (size_t i = 0; verbose && i < s->n_followers; i++) {
             const Skein__FollowerStatus* f = s->followers[i];
             printf("follower id=%" PRIu64
