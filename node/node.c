@@ -861,19 +861,17 @@ static void process_ready(struct node* n) {
 /* ------------------------------------------------------------------ */
 /* Loop                                                                */
 
-static void begin_stop(struct node* n) {
+/* Hands leadership to the most up-to-date voter, if we lead, so the
+ * cluster does not wait an election timeout for us when we leave. */
+static void hand_off_leadership(struct node* n) {
     struct raft_progress_info prs[RAFT_MAX_NODES];
     size_t count;
     raft_node_id best = 0;
     raft_index best_match = 0;
 
-    n->stopping = true;
-    n->stop_deadline_ms = node_now_ms() + 2000;
     if (raft_role(n->raft) != RAFT_LEADER) {
         return;
     }
-    /* Hand leadership to the most up-to-date voter so the cluster does
-     * not wait an election timeout for us. */
     count = raft_progress(n->raft, prs, RAFT_MAX_NODES);
     for (size_t i = 0; i < count; i++) {
         if (prs[i].id == raft_id(n->raft) || prs[i].role != RAFT_VOTER ||
@@ -888,6 +886,18 @@ static void begin_stop(struct node* n) {
     if (best != 0) {
         (void)raft_transfer_leader(n->raft, best);
     }
+}
+
+static void begin_stop(struct node* n) {
+    n->stopping = true;
+    n->stop_deadline_ms = node_now_ms() + 2000;
+    hand_off_leadership(n);
+}
+
+/* The hand-off node_request_handoff asked for, once. */
+static bool handoff_due(struct node* n) {
+    return !n->handed_off &&
+           __atomic_load_n(&n->handoff_requested, __ATOMIC_ACQUIRE);
 }
 
 static void tick(struct node* n) {
@@ -958,7 +968,7 @@ static size_t take_events(struct node* n,
     size_t count = 0;
 
     pthread_mutex_lock(&n->mu);
-    while (wait && n->ev_count == 0 && !n->stop_requested) {
+    while (wait && n->ev_count == 0 && !n->stop_requested && !handoff_due(n)) {
         uint64_t now = node_now_ms();
         uint64_t due = n->tick_due_ms;
         struct timespec ts;
@@ -1092,6 +1102,11 @@ static void* node_loop(void* arg) {
                              "leadership lost before the write committed");
         }
         n->was_leader = raft_role(n->raft) == RAFT_LEADER;
+        if (handoff_due(n)) {
+            n->handed_off = true;
+            hand_off_leadership(n);
+            process_ready(n);
+        }
         if (stop && !n->stopping) {
             begin_stop(n);
             process_ready(n);
@@ -1317,6 +1332,13 @@ int node_start(const struct node_config* cfg,
 void node_request_stop(struct node* n) {
     pthread_mutex_lock(&n->mu);
     n->stop_requested = true;
+    pthread_cond_signal(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+void node_request_handoff(struct node* n) {
+    pthread_mutex_lock(&n->mu);
+    __atomic_store_n(&n->handoff_requested, true, __ATOMIC_RELEASE);
     pthread_cond_signal(&n->cv);
     pthread_mutex_unlock(&n->mu);
 }

@@ -79,6 +79,15 @@ int node_start(const struct node_config* cfg,
  */
 void node_request_stop(struct node* n);
 
+/**
+ * Asks a leader to hand leadership to its most up-to-date voter now and
+ * go on serving as a follower: the first step of a graceful stop, taken
+ * while the HTTP gateway drains (which takes civetweb up to 2 s), so the
+ * cluster does not wait for that with a leader about to leave. Does
+ * nothing on a follower. Safe from any thread. Returns immediately.
+ */
+void node_request_handoff(struct node* n);
+
 /** Waits for the loop to end, then frees everything. */
 void node_join(struct node* n);
 

@@ -191,6 +191,8 @@ struct node {
     size_t ev_head;
     size_t ev_count;
     bool stop_requested;
+    bool handoff_requested; /* atomic: node_request_handoff */
+    bool handed_off;        /* loop: the hand-off was started */
     uint64_t events_dropped;
 
     pthread_t thread;

@@ -502,7 +502,10 @@ int main(int argc, char** argv) {
     }
     fprintf(stderr, "skein-node %llu: stopping (signal %d)\n",
             (unsigned long long)o.cfg.id, sig);
-    /* The gateway first: requests in flight finish against a live node. */
+    /* A leader hands off at once; the gateway stops next, so requests in
+     * flight finish against a live node (now a follower that forwards
+     * them); then the node stops. */
+    node_request_handoff(n);
     gw_stop(gw);
     node_request_stop(n);
     node_join(n);
