@@ -1438,6 +1438,13 @@ static bool message_is_valid(const struct raft* r,
     if (m->from == 0 || m->from == r->cfg.id || m->term == 0) {
         return false;
     }
+    if (m->term >= RAFT_VALUE_LIMIT || m->log_term >= RAFT_VALUE_LIMIT ||
+        m->index >= RAFT_VALUE_LIMIT || m->commit >= RAFT_VALUE_LIMIT ||
+        m->reject_hint >= RAFT_VALUE_LIMIT ||
+        m->snapshot.index >= RAFT_VALUE_LIMIT ||
+        m->snapshot.term >= RAFT_VALUE_LIMIT) {
+        return false;
+    }
     if (m->to != 0 && m->to != r->cfg.id) {
         return false;
     }

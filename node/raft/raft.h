@@ -55,6 +55,15 @@ typedef uint64_t raft_term;    /* election term, 0 = none */
 typedef uint64_t raft_index;   /* log index, first entry is 1, 0 = none */
 typedef uint64_t raft_node_id; /* node id, 0 = none */
 
+/**
+ * Terms and indexes a message may carry are below this. A real cluster
+ * never gets near it (at one election per microsecond a term would need
+ * 146,000 years), so a larger value is corruption or forgery: taking such
+ * a term would leave the cluster at a term it can never go past, so no
+ * leader could ever be elected again.
+ */
+#define RAFT_VALUE_LIMIT ((uint64_t)1 << 62)
+
 /** Maximum number of members (voters plus learners) in a configuration. */
 #define RAFT_MAX_NODES 16
 /** Upper bound on AppendEntries messages in flight to one follower. */

@@ -41,6 +41,15 @@
  *                                         heartbeats: one level is opened
  *   skein-wire encode raft-batch deep     three levels: the innermost
  *                                         batch is dropped (counted)
+ *
+ * A hostile or broken peer (integration_raft_fuzz):
+ *   skein-wire encode raft-fuzz SEED FROM  one well-formed protobuf raft
+ *       message of a random type from node FROM, its fields drawn from
+ *       edge values (0, 1, huge, 2^64-1) and small random ones: entries
+ *       with wrong indexes, terms and types and random bytes, snapshot
+ *       chunks with random offsets, sizes, members and data
+ *   skein-wire encode raft-term FROM TERM  a heartbeat of term TERM from
+ *       node FROM (an absurd term must change nothing)
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -506,6 +515,225 @@ static int encode_raft_batch(int argc, char** argv) {
     return rc;
 }
 
+/* xorshift64*: the fuzzer's values come from its seed only. */
+static uint64_t fuzz_state;
+
+static uint64_t fuzz_next(void) {
+    fuzz_state ^= fuzz_state >> 12;
+    fuzz_state ^= fuzz_state << 25;
+    fuzz_state ^= fuzz_state >> 27;
+    return fuzz_state * 2685821657736338717ULL;
+}
+
+/* A field value: an edge case or a small number near a live cluster's. */
+static uint64_t fuzz_value(void) {
+    static const uint64_t edges[] = {
+        0, 1, 2, 3, UINT64_MAX, UINT64_MAX - 1, 1ULL << 63, 1ULL << 32, 100000};
+    uint64_t r = fuzz_next();
+    if (r % 3 == 0) {
+        return edges[(r >> 8) % (sizeof(edges) / sizeof(edges[0]))];
+    }
+    return (r >> 8) % 40;
+}
+
+static bool fuzz_bool(void) {
+    return fuzz_next() % 2 == 0;
+}
+
+/* Random bytes (owned by the caller), 0..max long. */
+static ProtobufCBinaryData fuzz_bytes(size_t max) {
+    ProtobufCBinaryData b;
+    b.len = (size_t)(fuzz_next() % (max + 1));
+    b.data = malloc(b.len + 1);
+    for (size_t i = 0; b.data != NULL && i < b.len; i++) {
+        b.data[i] = (uint8_t)fuzz_next();
+    }
+    if (b.data == NULL) {
+        b.len = 0;
+    }
+    return b;
+}
+
+static int encode_raft_fuzz(int argc, char** argv) {
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    Skein__AppendEntriesRequest ae = SKEIN__APPEND_ENTRIES_REQUEST__INIT;
+    Skein__AppendEntriesResponse aer = SKEIN__APPEND_ENTRIES_RESPONSE__INIT;
+    Skein__RequestVoteRequest rv = SKEIN__REQUEST_VOTE_REQUEST__INIT;
+    Skein__RequestVoteResponse rvr = SKEIN__REQUEST_VOTE_RESPONSE__INIT;
+    Skein__Heartbeat hb = SKEIN__HEARTBEAT__INIT;
+    Skein__HeartbeatResponse hbr = SKEIN__HEARTBEAT_RESPONSE__INIT;
+    Skein__InstallSnapshotChunk sc = SKEIN__INSTALL_SNAPSHOT_CHUNK__INIT;
+    Skein__InstallSnapshotResponse scr = SKEIN__INSTALL_SNAPSHOT_RESPONSE__INIT;
+    Skein__TimeoutNow tn = SKEIN__TIMEOUT_NOW__INIT;
+    Skein__ReadIndexRequest ri = SKEIN__READ_INDEX_REQUEST__INIT;
+    Skein__ReadIndexResponse rir = SKEIN__READ_INDEX_RESPONSE__INIT;
+    Skein__Configuration conf = SKEIN__CONFIGURATION__INIT;
+    Skein__LogEntry ents[6];
+    Skein__LogEntry* entp[6];
+    Skein__Member members[5];
+    Skein__Member* memp[5];
+    ProtobufCBinaryData owned[8];
+    size_t n_owned = 0;
+    int rc;
+
+    if (argc < 2) {
+        return 2;
+    }
+    fuzz_state = strtoull(argv[0], NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
+    env.has_from = 1;
+    env.from = strtoull(argv[1], NULL, 10);
+    switch (fuzz_next() % 11) {
+        case 0: {
+            size_t n = (size_t)(fuzz_next() % 6);
+            ae.has_term = fuzz_bool() || fuzz_bool();
+            ae.term = fuzz_value();
+            ae.has_prev_log_index = fuzz_bool() || fuzz_bool();
+            ae.prev_log_index = fuzz_value();
+            ae.has_prev_log_term = fuzz_bool() || fuzz_bool();
+            ae.prev_log_term = fuzz_value();
+            ae.has_leader_commit = fuzz_bool();
+            ae.leader_commit = fuzz_value();
+            for (size_t i = 0; i < n; i++) {
+                skein__log_entry__init(&ents[i]);
+                ents[i].has_term = fuzz_bool() || fuzz_bool();
+                ents[i].term = fuzz_value();
+                ents[i].has_index = fuzz_bool() || fuzz_bool();
+                ents[i].index =
+                    fuzz_bool() ? ae.prev_log_index + 1 + i : fuzz_value();
+                ents[i].has_type = fuzz_bool();
+                ents[i].type = (Skein__LogEntry__Type)(fuzz_next() % 4);
+                ents[i].has_data = 1;
+                ents[i].data = owned[n_owned++] = fuzz_bytes(64);
+                entp[i] = &ents[i];
+            }
+            ae.n_entries = n;
+            ae.entries = entp;
+            env.body_case = SKEIN__ENVELOPE__BODY_APPEND_ENTRIES;
+            env.append_entries = &ae;
+            break;
+        }
+        case 1:
+            aer.has_term = fuzz_bool() || fuzz_bool();
+            aer.term = fuzz_value();
+            aer.has_success = 1;
+            aer.success = fuzz_bool();
+            aer.has_match_index = 1;
+            aer.match_index = fuzz_value();
+            aer.has_rejected_index = 1;
+            aer.rejected_index = fuzz_value();
+            aer.has_conflict_term = fuzz_bool();
+            aer.conflict_term = fuzz_value();
+            aer.has_conflict_index = fuzz_bool();
+            aer.conflict_index = fuzz_value();
+            env.body_case = SKEIN__ENVELOPE__BODY_APPEND_ENTRIES_RESPONSE;
+            env.append_entries_response = &aer;
+            break;
+        case 2:
+            rv.has_term = rv.has_last_log_index = rv.has_last_log_term = 1;
+            rv.term = fuzz_value();
+            rv.last_log_index = fuzz_value();
+            rv.last_log_term = fuzz_value();
+            rv.has_pre_vote = rv.has_leader_transfer = 1;
+            rv.pre_vote = fuzz_bool();
+            rv.leader_transfer = fuzz_bool();
+            env.body_case = SKEIN__ENVELOPE__BODY_REQUEST_VOTE;
+            env.request_vote = &rv;
+            break;
+        case 3:
+            rvr.has_term = rvr.has_vote_granted = rvr.has_pre_vote = 1;
+            rvr.term = fuzz_value();
+            rvr.vote_granted = fuzz_bool();
+            rvr.pre_vote = fuzz_bool();
+            env.body_case = SKEIN__ENVELOPE__BODY_REQUEST_VOTE_RESPONSE;
+            env.request_vote_response = &rvr;
+            break;
+        case 4:
+            hb.has_term = hb.has_commit = hb.has_context = 1;
+            hb.term = fuzz_value();
+            hb.commit = fuzz_value();
+            hb.context = fuzz_value();
+            env.body_case = SKEIN__ENVELOPE__BODY_HEARTBEAT;
+            env.heartbeat = &hb;
+            break;
+        case 5:
+            hbr.has_term = hbr.has_context = 1;
+            hbr.term = fuzz_value();
+            hbr.context = fuzz_value();
+            env.body_case = SKEIN__ENVELOPE__BODY_HEARTBEAT_RESPONSE;
+            env.heartbeat_response = &hbr;
+            break;
+        case 6: {
+            size_t n = (size_t)(fuzz_next() % 5);
+            sc.has_term = sc.has_last_included_index = 1;
+            sc.has_last_included_term = 1;
+            sc.term = fuzz_value();
+            sc.last_included_index = fuzz_value();
+            sc.last_included_term = fuzz_value();
+            sc.has_offset = sc.has_total_size = sc.has_done = 1;
+            sc.offset = fuzz_bool() ? 0 : fuzz_value();
+            sc.total_size = fuzz_value();
+            sc.done = fuzz_bool();
+            sc.has_data = 1;
+            sc.data = owned[n_owned++] = fuzz_bytes(2048);
+            for (size_t i = 0; i < n; i++) {
+                skein__member__init(&members[i]);
+                members[i].has_id = 1;
+                members[i].id = fuzz_value();
+                members[i].has_role = fuzz_bool();
+                members[i].role = (Skein__Member__Role)(fuzz_next() % 3);
+                static char addr_a[] = "tcp://127.0.0.1:1";
+                static char addr_b[] = "";
+                members[i].address = fuzz_bool() ? addr_a : addr_b;
+                memp[i] = &members[i];
+            }
+            conf.n_members = n;
+            conf.members = memp;
+            sc.configuration = fuzz_bool() || n > 0 ? &conf : NULL;
+            env.body_case = SKEIN__ENVELOPE__BODY_INSTALL_SNAPSHOT;
+            env.install_snapshot = &sc;
+            break;
+        }
+        case 7:
+            scr.has_term = 1;
+            scr.term = fuzz_value();
+            env.body_case = SKEIN__ENVELOPE__BODY_INSTALL_SNAPSHOT_RESPONSE;
+            env.install_snapshot_response = &scr;
+            break;
+        case 8:
+            tn.has_term = 1;
+            tn.term = fuzz_value();
+            env.body_case = SKEIN__ENVELOPE__BODY_TIMEOUT_NOW;
+            env.timeout_now = &tn;
+            break;
+        case 9:
+            ri.has_term = ri.has_context = 1;
+            ri.term = fuzz_value();
+            ri.context = fuzz_value();
+            env.body_case = SKEIN__ENVELOPE__BODY_READ_INDEX;
+            env.read_index = &ri;
+            break;
+        default:
+            rir.has_term = rir.has_context = rir.has_index = 1;
+            rir.has_rejected = 1;
+            rir.term = fuzz_value();
+            rir.context = fuzz_value();
+            rir.index = fuzz_value();
+            rir.rejected = fuzz_bool();
+            env.body_case = SKEIN__ENVELOPE__BODY_READ_INDEX_RESPONSE;
+            env.read_index_response = &rir;
+            break;
+    }
+    if (fuzz_next() % 8 == 0) {
+        env.has_to = 1;
+        env.to = fuzz_value();
+    }
+    rc = write_env(&env);
+    for (size_t i = 0; i < n_owned; i++) {
+        free(owned[i].data);
+    }
+    return rc;
+}
+
 int main(int argc, char** argv) {
     if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
         strcmp(argv[2], "forward-batch") == 0) {
@@ -514,6 +742,22 @@ int main(int argc, char** argv) {
     if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
         strcmp(argv[2], "raft-batch") == 0) {
         return encode_raft_batch(argc - 3, argv + 3);
+    }
+    if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
+        strcmp(argv[2], "raft-fuzz") == 0) {
+        return encode_raft_fuzz(argc - 3, argv + 3);
+    }
+    if (argc >= 5 && strcmp(argv[1], "encode") == 0 &&
+        strcmp(argv[2], "raft-term") == 0) {
+        Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+        Skein__Heartbeat hb = SKEIN__HEARTBEAT__INIT;
+        env.has_from = 1;
+        env.from = strtoull(argv[3], NULL, 10);
+        hb.has_term = 1;
+        hb.term = strtoull(argv[4], NULL, 10);
+        env.body_case = SKEIN__ENVELOPE__BODY_HEARTBEAT;
+        env.heartbeat = &hb;
+        return write_env(&env);
     }
     if (argc >= 2 && strcmp(argv[1], "encode") == 0) {
         return encode(argc - 2, argv + 2);

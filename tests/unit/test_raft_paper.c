@@ -1281,6 +1281,49 @@ static void test_5_1_stale_term_request_rejected(void** state) {
     h_drop_queued(h);
 }
 
+/*
+ * Hardening, not the paper: a term or an index no real cluster reaches
+ * (RAFT_VALUE_LIMIT) is corruption or forgery. Taking a term of 2^64 - 1
+ * once left a whole cluster unable to elect a leader ever again (found by
+ * integration_raft_fuzz): such messages are refused and change nothing.
+ */
+static void test_absurd_terms_and_indexes_refused(void** state) {
+    struct h_opts o = h_plain(3, 13);
+    struct harness* h = h_new(state, &o);
+    h_elect(h, 1);
+    h_settle(h, 1);
+    raft_term t = h_term(h, 2);
+    raft_index last = raft_last_index(h_r(h, 2));
+    raft_index commit = raft_commit_index(h_r(h, 2));
+    const raft_term absurd[] = {UINT64_MAX, UINT64_MAX - 1, RAFT_VALUE_LIMIT};
+
+    for (size_t i = 0; i < sizeof(absurd) / sizeof(absurd[0]); i++) {
+        struct raft_message m = h_mkmsg(RAFT_MSG_HEARTBEAT, 3, 2, absurd[i]);
+        assert_int_equal(h_inject(h, 2, &m), RAFT_EINVAL);
+        m = h_vote_req(h, 3, 2, absurd[i]);
+        assert_int_equal(h_inject(h, 2, &m), RAFT_EINVAL);
+        /* A current term with an absurd commit or previous index. */
+        m = h_mkmsg(RAFT_MSG_APPEND, 1, 2, t);
+        h_last(h, 2, &m.index, &m.log_term);
+        m.commit = absurd[i];
+        assert_int_equal(h_inject(h, 2, &m), RAFT_EINVAL);
+        m = h_mkmsg(RAFT_MSG_APPEND_RESP, 2, 1, t);
+        m.index = absurd[i];
+        assert_int_equal(h_inject(h, 1, &m), RAFT_EINVAL);
+    }
+    h_drop_queued(h);
+    assert_int_equal(h_term(h, 2), t);
+    assert_int_equal(raft_last_index(h_r(h, 2)), last);
+    assert_int_equal(raft_commit_index(h_r(h, 2)), commit);
+    assert_int_equal(raft_leader(h_r(h, 2)), 1);
+    /* A term just below the limit is still a term. */
+    struct raft_message hb =
+        h_mkmsg(RAFT_MSG_HEARTBEAT, 3, 2, RAFT_VALUE_LIMIT - 1);
+    assert_int_equal(h_inject(h, 2, &hb), RAFT_OK);
+    assert_int_equal(h_term(h, 2), RAFT_VALUE_LIMIT - 1);
+    h_drop_queued(h);
+}
+
 /* ====================================================================== */
 /* §5.2 Leader election                                                    */
 /* ====================================================================== */
@@ -3329,6 +3372,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         T(test_5_1_higher_term_converts_to_follower),
         T(test_5_1_stale_term_request_rejected),
+        T(test_absurd_terms_and_indexes_refused),
         T(test_5_2_follower_starts_election_after_timeout),
         T(test_5_2_candidate_wins_with_majority),
         T(test_5_2_candidate_steps_down_on_leader_append),
