@@ -138,8 +138,10 @@ static bool is_write(const Skein__ClientRequest* req) {
            req->op_case == SKEIN__CLIENT_REQUEST__OP_DELETE;
 }
 
+/* Present, at most `max` bytes, and UTF-8 (what the state refuses). */
 static bool str_ok(const char* s, size_t max) {
-    return s != NULL && strlen(s) <= max;
+    size_t len;
+    return s != NULL && (len = strlen(s)) <= max && kv_utf8_valid(s, len);
 }
 
 /* Checks what the state machine would refuse anyway, before proposing. */
@@ -151,10 +153,10 @@ static const char* validate_write(const Skein__ClientRequest* req) {
     switch (req->op_case) {
         case SKEIN__CLIENT_REQUEST__OP_CREATE:
             if (!str_ok(req->create->key, KV_KEY_MAX)) {
-                return "key missing or longer than 256 bytes";
+                return "key missing, longer than 256 bytes or not UTF-8";
             }
             if (!str_ok(req->create->value, KV_VALUE_MAX)) {
-                return "value missing or larger than 1 MiB";
+                return "value missing, larger than 1 MiB or not UTF-8";
             }
             return NULL;
         case SKEIN__CLIENT_REQUEST__OP_UPDATE:
@@ -164,10 +166,10 @@ static const char* validate_write(const Skein__ClientRequest* req) {
             }
             if (req->update->key != NULL &&
                 !str_ok(req->update->key, KV_KEY_MAX)) {
-                return "key longer than 256 bytes";
+                return "key longer than 256 bytes or not UTF-8";
             }
             if (!str_ok(req->update->value, KV_VALUE_MAX)) {
-                return "value missing or larger than 1 MiB";
+                return "value missing, larger than 1 MiB or not UTF-8";
             }
             return NULL;
         case SKEIN__CLIENT_REQUEST__OP_DELETE:

@@ -630,18 +630,65 @@ static int kv_unindex(struct kv_apply* a, const char* key, const char* id) {
     return mrc == 0 ? STORE_OK : kv_fail_mdb(a->kv, mrc, "unindex");
 }
 
+bool kv_utf8_valid(const char* s, size_t len) {
+    const unsigned char* p = (const unsigned char*)s;
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1Fu;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0Fu;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07u;
+        } else {
+            return false; /* a continuation byte, or C0/C1/F5+ */
+        }
+        if (len - i <= n) {
+            return false;
+        }
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xC0u) != 0x80u) {
+                return false;
+            }
+            cp = (cp << 6) | (p[i + k] & 0x3Fu);
+        }
+        /* Overlong three- and four-byte forms, surrogates, > U+10FFFF. */
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
+            return false;
+        }
+        i += n + 1;
+    }
+    return true;
+}
+
 /* Checks the string fields of a command; returns a reason or NULL. */
 static const char* kv_check_fields(const char* id,
                                    const char* key,
                                    const char* value) {
+    size_t len;
+
     if (id == NULL || id[0] == '\0' || strlen(id) > KV_ID_MAX) {
         return "id missing or longer than 64 bytes";
     }
-    if (key != NULL && strlen(key) > KV_KEY_MAX) {
-        return "key longer than 256 bytes";
+    if (key != NULL &&
+        ((len = strlen(key)) > KV_KEY_MAX || !kv_utf8_valid(key, len))) {
+        return "key longer than 256 bytes or not UTF-8";
     }
-    if (value != NULL && strlen(value) > KV_VALUE_MAX) {
-        return "value longer than 1 MiB";
+    if (value != NULL &&
+        ((len = strlen(value)) > KV_VALUE_MAX || !kv_utf8_valid(value, len))) {
+        return "value longer than 1 MiB or not UTF-8";
     }
     return NULL;
 }

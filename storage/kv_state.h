@@ -113,6 +113,15 @@
 #define KV_REQUEST_ID_MAX 128       /* bytes of a request id */
 #define KV_LIST_DEFAULT   100       /* page size when limit is 0 */
 #define KV_LIST_MAX       1000      /* largest page */
+/**
+ * True if s[0..len) is well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). Keys and values must be: the REST
+ * API is JSON, and a string the gateway cannot encode would come back
+ * empty. None of the state machine's libraries offers the check (jansson
+ * does it inside its own parser only).
+ */
+bool kv_utf8_valid(const char* s, size_t len);
+
 /** Default idempotency window, in log entries. Cluster-wide: every node
  * must use the same value (it is stored in the state and travels with
  * snapshots; a new state takes it from kv_options). */

@@ -25,6 +25,15 @@ for i in 0 1 2; do
         t_fail "node $i does not count 3 entries"
 done
 t_wait_converged 0 1 2 >/dev/null || t_fail "nodes did not converge"
+# Keys and values must be UTF-8 (the REST API is JSON): refused over nng
+# too, with nothing written, through the leader and through a follower.
+for i in 0 1 2; do
+    out=$(t_wire "$i" create $'bad\xff' v utf8-$i)
+    case "$out" in status=BAD_REQUEST*UTF-8*) ;; *) t_fail "a key that is not UTF-8 via node $i: $out" ;; esac
+done
+out=$(t_wire 1 create k $'v\xc3\x28')
+case "$out" in status=BAD_REQUEST*) ;; *) t_fail "a value that is not UTF-8: $out" ;; esac
+[ "$(t_wire 1 count)" = "$(printf 'status=OK\ncount=3')" ] || t_fail "a bad write changed the count"
 
 t_log "kill -9 the leader ($leader)"
 t_kill_node "$leader"

@@ -567,12 +567,47 @@ static void test_malformed(void** state) {
     assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
     apply_delete(f, NULL, NULL, &r);
     assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    /* Not UTF-8 (only the nng path can carry it: the REST API is JSON). */
+    apply_create(f, NULL, "id-3", "k\xff", "v", &r);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    apply_create(f, NULL, "id-4", "k", "v\xc3\x28", &r);
+    assert_int_equal(r.status, KV_STATUS_BAD_REQUEST);
+    assert_non_null(strstr(r.error, "UTF-8"));
     struct kv_stats after = stats_of(f->a);
     assert_int_equal(after.count, before.count);
     assert_int_equal(after.hash, before.hash);
     assert_int_equal(after.seq, before.seq);
-    assert_int_equal(after.applied_index, before.applied_index + 6);
+    assert_int_equal(after.applied_index, before.applied_index + 8);
     verify_ok(f->a);
+}
+
+static void test_utf8_valid(void** state) {
+    static const char* const good[] = {"",
+                                       "plain",
+                                       "caf\xc3\xa9",
+                                       "\xe2\x82\xac",
+                                       "\xf0\x9f\x98\x80",
+                                       "\xf4\x8f\xbf\xbf" /* U+10FFFF */,
+                                       "\xed\x9f\xbf" /* U+D7FF */};
+    static const char* const bad[] = {
+        "\x80",             /* a lone continuation byte */
+        "\xc3",             /* truncated */
+        "\xc3\x28",         /* bad continuation */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xe0\x80\xaf",     /* overlong, three bytes */
+        "\xf0\x80\x80\xaf", /* overlong, four bytes */
+        "\xed\xa0\x80",     /* a surrogate, U+D800 */
+        "\xf4\x90\x80\x80", /* above U+10FFFF */
+        "\xf5\x80\x80\x80",
+        "\xff",
+        "ok\xe2\x82"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_true(kv_utf8_valid(good[i], strlen(good[i])));
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_false(kv_utf8_valid(bad[i], strlen(bad[i])));
+    }
 }
 
 static void test_noop_conf_skip_gap(void** state) {
@@ -1903,6 +1938,7 @@ static void test_snapshot_verify_file(void** state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_read, setup, teardown),
+        cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test_setup_teardown(test_update_cas_delete, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
