@@ -50,6 +50,9 @@
  *       chunks with random offsets, sizes, members and data
  *   skein-wire encode raft-term FROM TERM  a heartbeat of term TERM from
  *       node FROM (an absurd term must change nothing)
+ *   skein-wire encode client-fuzz SEED   one ClientRequest of a random op
+ *       with random strings (empty, long, not UTF-8), ids, limits,
+ *       consistency values (also ones the enum lacks) and forward tags
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -734,6 +737,110 @@ static int encode_raft_fuzz(int argc, char** argv) {
     return rc;
 }
 
+/* A random string (owned by the caller): printable, or random bytes. */
+static char* fuzz_string(size_t max) {
+    size_t len = (size_t)(fuzz_next() % (max + 1));
+    bool raw = fuzz_next() % 4 == 0;
+    char* s = malloc(len + 1);
+    if (s == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        uint8_t b = (uint8_t)fuzz_next();
+        s[i] = raw ? (char)(b == 0 ? 1 : b) : (char)('a' + b % 26);
+    }
+    s[len] = '\0';
+    return s;
+}
+
+static int encode_client_fuzz(int argc, char** argv) {
+    Skein__Envelope env = SKEIN__ENVELOPE__INIT;
+    Skein__ClientRequest req = SKEIN__CLIENT_REQUEST__INIT;
+    Skein__CreateOp c = SKEIN__CREATE_OP__INIT;
+    Skein__UpdateOp u = SKEIN__UPDATE_OP__INIT;
+    Skein__DeleteOp d = SKEIN__DELETE_OP__INIT;
+    Skein__GetOp g = SKEIN__GET_OP__INIT;
+    Skein__ListOp l = SKEIN__LIST_OP__INIT;
+    Skein__CountOp n = SKEIN__COUNT_OP__INIT;
+    Skein__RandomIdOp ri = SKEIN__RANDOM_ID_OP__INIT;
+    char* owned[6] = {NULL};
+    size_t k = 0;
+    int rc;
+
+    if (argc < 1) {
+        return 2;
+    }
+    fuzz_state = strtoull(argv[0], NULL, 10) * 0x9E3779B97F4A7C15ULL + 7;
+    if (fuzz_bool()) {
+        req.request_id = owned[k++] = fuzz_string(fuzz_bool() ? 20 : 200);
+    }
+    req.has_consistency = fuzz_bool();
+    req.consistency = (Skein__ClientRequest__Consistency)(fuzz_next() % 5);
+    if (fuzz_next() % 6 == 0) {
+        req.has_forward_tag = 1;
+        req.forward_tag = fuzz_value();
+    }
+    switch (fuzz_next() % 7) {
+        case 0:
+            c.key = fuzz_bool() ? (owned[k++] = fuzz_string(300)) : NULL;
+            c.value = fuzz_bool() ? (owned[k++] = fuzz_string(100)) : NULL;
+            if (fuzz_next() % 5 == 0) {
+                c.id = owned[k++] = fuzz_string(70);
+                c.has_source_node = c.has_created_at = 1;
+                c.source_node = fuzz_value();
+                c.created_at = (int64_t)fuzz_value();
+            }
+            req.op_case = SKEIN__CLIENT_REQUEST__OP_CREATE;
+            req.create = &c;
+            break;
+        case 1:
+            u.id = fuzz_bool() ? (owned[k++] = fuzz_string(70)) : NULL;
+            u.key = fuzz_bool() ? (owned[k++] = fuzz_string(300)) : NULL;
+            u.value = fuzz_bool() ? (owned[k++] = fuzz_string(100)) : NULL;
+            u.has_expected_seq = fuzz_bool();
+            u.expected_seq = fuzz_value();
+            req.op_case = SKEIN__CLIENT_REQUEST__OP_UPDATE;
+            req.update = &u;
+            break;
+        case 2:
+            d.id = fuzz_bool() ? (owned[k++] = fuzz_string(70)) : NULL;
+            d.has_expected_seq = fuzz_bool();
+            d.expected_seq = fuzz_value();
+            req.op_case = SKEIN__CLIENT_REQUEST__OP_DELETE;
+            req.delete_ = &d;
+            break;
+        case 3:
+            g.id = fuzz_bool() ? (owned[k++] = fuzz_string(70)) : NULL;
+            req.op_case = SKEIN__CLIENT_REQUEST__OP_GET;
+            req.get = &g;
+            break;
+        case 4:
+            l.key = fuzz_bool() ? (owned[k++] = fuzz_string(300)) : NULL;
+            l.has_limit = fuzz_bool();
+            l.limit = (uint32_t)fuzz_value();
+            l.after = fuzz_bool() ? (owned[k++] = fuzz_string(70)) : NULL;
+            req.op_case = SKEIN__CLIENT_REQUEST__OP_LIST;
+            req.list = &l;
+            break;
+        case 5:
+            req.op_case = SKEIN__CLIENT_REQUEST__OP_COUNT;
+            req.count = &n;
+            break;
+        default:
+            req.op_case = fuzz_bool() ? SKEIN__CLIENT_REQUEST__OP_RANDOM_ID
+                                      : SKEIN__CLIENT_REQUEST__OP__NOT_SET;
+            req.random_id = req.op_case ? &ri : NULL;
+            break;
+    }
+    env.body_case = SKEIN__ENVELOPE__BODY_CLIENT_REQUEST;
+    env.client_request = &req;
+    rc = write_env(&env);
+    for (size_t i = 0; i < k; i++) {
+        free(owned[i]);
+    }
+    return rc;
+}
+
 int main(int argc, char** argv) {
     if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
         strcmp(argv[2], "forward-batch") == 0) {
@@ -746,6 +853,10 @@ int main(int argc, char** argv) {
     if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
         strcmp(argv[2], "raft-fuzz") == 0) {
         return encode_raft_fuzz(argc - 3, argv + 3);
+    }
+    if (argc >= 3 && strcmp(argv[1], "encode") == 0 &&
+        strcmp(argv[2], "client-fuzz") == 0) {
+        return encode_client_fuzz(argc - 3, argv + 3);
     }
     if (argc >= 5 && strcmp(argv[1], "encode") == 0 &&
         strcmp(argv[2], "raft-term") == 0) {
