@@ -284,6 +284,23 @@ void node_forward_to_leader(struct node* n, struct transport_event* ev) {
     }
 }
 
+/* The next used forward slot at or after *i (advancing *i past it), or
+ * NULL. Slots are taken first-fit, so the used ones sit low: with
+ * *left = n->n_forwards to start, the scan stops once it has seen them
+ * all instead of walking the whole table. */
+static struct node_forward* next_used_forward(struct node* n,
+                                              size_t* i,
+                                              size_t* left) {
+    while (*left > 0 && *i < NODE_PENDING_MAX) {
+        struct node_forward* f = &n->forwards[(*i)++];
+        if (f->used) {
+            (*left)--;
+            return f;
+        }
+    }
+    return NULL;
+}
+
 /* Fails the one-way forwards already sent that were carried under
  * `cookie`, or (cookie 0) that went to another leader or in another term
  * than `leader` and `term`, or (NODE_FORWARDS_ALL) all of them. */
@@ -294,13 +311,10 @@ static void fail_sent_forwards(struct node* n,
                                raft_term term,
                                int status,
                                const char* why) {
-    size_t used_left = n->n_forwards;
-    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
-        struct node_forward* f = &n->forwards[i];
-        if (!f->used) {
-            continue;
-        }
-        used_left--;
+    size_t i = 0;
+    size_t left = n->n_forwards;
+    struct node_forward* f;
+    while ((f = next_used_forward(n, &i, &left)) != NULL) {
         if (f->tag != 0 && f->cookie != 0 &&
             (cookie == NODE_FORWARDS_ALL ||
              (cookie != 0 ? f->cookie == cookie
@@ -601,15 +615,10 @@ void node_handle_forward_batch(struct node* n, struct transport_event* ev) {
 void node_handle_forward_reply(struct node* n, struct transport_event* ev) {
     /* The admin request sent under this cookie gets its answer or the
      * failure (client writes travel one-way: node_forward_out_failed). */
-    /* Slots are taken first-fit, so the used ones sit low: the scan stops
-     * once it has seen them all instead of walking the whole table. */
-    size_t used_left = n->n_forwards;
-    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
-        struct node_forward* f = &n->forwards[i];
-        if (!f->used) {
-            continue;
-        }
-        used_left--;
+    size_t i = 0;
+    size_t left = n->n_forwards;
+    struct node_forward* f;
+    while ((f = next_used_forward(n, &i, &left)) != NULL) {
         if (f->cookie != ev->cookie || !f->admin) {
             continue;
         }
@@ -1102,11 +1111,11 @@ void node_expire_requests(struct node* n) {
         }
     }
     node_serve_reads(n);
-    size_t used_left = n->n_forwards;
-    for (size_t i = 0; i < NODE_PENDING_MAX && used_left > 0; i++) {
-        struct node_forward* f = &n->forwards[i];
-        used_left -= f->used ? 1 : 0;
-        if (f->used && f->deadline_ms + 1000 <= now) {
+    size_t i = 0;
+    size_t left = n->n_forwards;
+    struct node_forward* f;
+    while ((f = next_used_forward(n, &i, &left)) != NULL) {
+        if (f->deadline_ms + 1000 <= now) {
             reply_forward_failure(n, f->reply, f->admin, ST(UNKNOWN_OUTCOME),
                                   "the leader did not answer the forwarded "
                                   "request");
