@@ -745,27 +745,30 @@ static void catch_up_apply(struct node* n) {
     }
 }
 
-static void apply_committed(struct node* n, const struct raft_ready* rd) {
+/* Applies `count` committed entries and answers the clients waiting on
+ * them. */
+static void apply_committed(struct node* n,
+                            const struct raft_entry* committed,
+                            size_t count) {
     struct kv_result* results;
     int rv;
 
-    if (rd->n_committed == 0) {
+    if (count == 0) {
         return;
     }
-    for (size_t i = 0; i < rd->n_committed; i++) {
-        if (rd->committed[i].type == RAFT_ENTRY_CONF) {
-            node_learn_addresses(n, rd->committed[i].data,
-                                 rd->committed[i].len);
+    for (size_t i = 0; i < count; i++) {
+        if (committed[i].type == RAFT_ENTRY_CONF) {
+            node_learn_addresses(n, committed[i].data, committed[i].len);
         }
     }
     if (n->apply_behind) {
         return; /* catch_up_apply replays these from the log */
     }
-    results = calloc(rd->n_committed, sizeof(*results));
+    results = calloc(count, sizeof(*results));
     if (results == NULL) {
         fatal(n, "allocating apply results", ENOMEM);
     }
-    rv = kv_apply_batch(n->kv, rd->committed, rd->n_committed, results);
+    rv = kv_apply_batch(n->kv, committed, count, results);
     if (rv == STORE_EDISKFULL) {
         /* Nothing of the batch was applied; the waiting writes learn
          * their fate at their deadline (outcome unknown). */
@@ -776,9 +779,30 @@ static void apply_committed(struct node* n, const struct raft_ready* rd) {
     if (rv != STORE_OK) {
         fatal(n, "applying committed entries", rv);
     }
-    node_apply_results(n, rd->committed, results, rd->n_committed);
-    node_restore_applied(n, rd->committed, results, rd->n_committed);
+    node_apply_results(n, committed, results, count);
+    node_restore_applied(n, committed, results, count);
     free(results);
+}
+
+/* How many of a batch's committed entries may be applied before the batch
+ * is persisted: those already durable in our own log, i.e. older than the
+ * batch's first new entry. Committed entries are durable on a majority, so
+ * applying and answering them does not wait for our sync of newer ones;
+ * but the state store must never get ahead of our own durable log (after a
+ * crash the log would end before the applied index). */
+static size_t committed_before_persist(const struct node* n,
+                                       const struct raft_ready* rd) {
+    raft_index first_new = rd->n_entries > 0 ? rd->entries[0].index : 0;
+    size_t count = 0;
+
+    if (rd->snapshot != NULL || n->disk_full) {
+        return 0; /* the backlog holds entries that are not durable */
+    }
+    while (count < rd->n_committed &&
+           (first_new == 0 || rd->committed[count].index < first_new)) {
+        count++;
+    }
+    return count;
 }
 
 /* Persists a batch; returns true once it is durable, false while it waits
@@ -818,11 +842,24 @@ static bool persist_batch(struct node* n,
     return false;
 }
 
+/* Applies the first `early` committed entries of a batch and serves the
+ * reads they and the batch's read states allow, ahead of the batch's sync:
+ * neither depends on our own log's durability (see
+ * committed_before_persist). */
+static void answer_before_persist(struct node* n,
+                                  const struct raft_ready* rd,
+                                  size_t early) {
+    apply_committed(n, rd->committed, early);
+    node_read_states(n, rd->reads, rd->n_reads);
+    node_serve_reads(n);
+}
+
 static void process_ready(struct node* n) {
     for (int rounds = 0; rounds < 16 && raft_has_ready(n->raft); rounds++) {
         struct raft_ready rd;
         raft_index durable = 0;
         raft_term durable_term = 0;
+        size_t early;
         bool persisted;
 
         raft_ready(n->raft, &rd);
@@ -835,7 +872,10 @@ static void process_ready(struct node* n) {
                 "this node caught up by snapshot before the forwarded "
                 "write was confirmed");
         }
+        /* Answering clients first takes our sync off their latency. */
+        early = committed_before_persist(n, &rd);
         if (rd.must_sync || rd.snapshot != NULL) {
+            answer_before_persist(n, &rd, early);
             persisted = persist_batch(n, &rd, &durable, &durable_term);
             if (persisted || !rd.must_sync) {
                 send_messages(n, &rd);
@@ -845,10 +885,10 @@ static void process_ready(struct node* n) {
             /* The leader's entries may leave before its own fsync: its
              * match counts only once PERSISTED is stepped (raft.h). */
             send_messages(n, &rd);
+            answer_before_persist(n, &rd, early);
             persisted = persist_batch(n, &rd, &durable, &durable_term);
         }
-        apply_committed(n, &rd);
-        node_read_states(n, rd.reads, rd.n_reads);
+        apply_committed(n, rd.committed + early, rd.n_committed - early);
         raft_advance(n->raft);
         node_snapshot_after_ready(n);
         if (persisted && rd.n_entries > 0 && durable > 0) {
