@@ -7,7 +7,9 @@
  * or ./data): cluster.conf (each node's id, HTTP port and command line),
  * node-<id>.pid, node-<id>.log and the nodes' data dirs node-<id>/.
  */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@ static void ctl_cluster_usage(FILE* out) {
             " [--wait S]\n"
             "                              [--node-flags \"FLAGS\"] "
             "[--fault-injection] [--foreground]\n"
+            "                              [--cpus auto|none]\n"
             "       skeinctl cluster stop [--data DIR] [--grace S]\n"
             "       skeinctl cluster status [--nodes URL,...] [--json]\n"
             "       skeinctl cluster sync-status [--leader URL] [--json]\n"
@@ -37,7 +40,13 @@ static void ctl_cluster_usage(FILE* out) {
             "       skeinctl cluster remove-node --id N [--data DIR] "
             "[--leader URL]\n"
             "--nodes/--leader default to the cluster in --data, else "
-            "127.0.0.1:8080-8082.\n");
+            "127.0.0.1:8080-8082.\n"
+            "--cpus auto (default): when the nodes are at least as many as "
+            "the CPUs,\n"
+            "node i runs on CPU i mod CPUs (skein-node --cpus), so each "
+            "node's\n"
+            "threads hand work to each other on one CPU; none: no "
+            "pinning.\n");
 }
 
 /* mkdir -p for one level below an existing parent (enough for DIR). */
@@ -89,6 +98,7 @@ static void ctl_member_argv(struct ctl_member* m,
                             const char* dir,
                             const char* peers,
                             const char* node_flags,
+                            const char* cpus,
                             bool fault,
                             bool join) {
     m->argc = 0;
@@ -109,6 +119,10 @@ static void ctl_member_argv(struct ctl_member* m,
     if (join) {
         CTL_ARG("--join");
     }
+    if (cpus != NULL && cpus[0] != '\0') {
+        CTL_ARG("--cpus");
+        CTL_ARG("%s", cpus);
+    }
 #undef CTL_ARG
     char flags[1024];
     snprintf(flags, sizeof flags, "%s", node_flags != NULL ? node_flags : "");
@@ -117,6 +131,33 @@ static void ctl_member_argv(struct ctl_member* m,
          tok = strtok_r(NULL, " \t", &save)) {
         snprintf(m->argv[m->argc++], sizeof m->argv[0], "%s", tok);
     }
+}
+
+/* The CPU list for node `index` of `count` sharing this machine (--cpus
+ * auto), or "" to leave it to the scheduler. With at least as many nodes
+ * as CPUs, node i gets CPU i mod CPUs: a node's request passes between its
+ * own threads (HTTP worker, loop, nng) several times, and a wake-up on the
+ * same CPU costs no inter-processor interrupt (dear in a VM; the README
+ * has the figures). With more CPUs than nodes nothing is pinned, so no
+ * node is held to one CPU while others idle. */
+static void ctl_auto_cpus(size_t index, size_t count, char* buf, size_t len) {
+    cpu_set_t allowed;
+    int cpus[CPU_SETSIZE];
+    int n = 0;
+
+    buf[0] = '\0';
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+        return;
+    }
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (CPU_ISSET(c, &allowed)) {
+            cpus[n++] = c;
+        }
+    }
+    if (n < 2 || count < (size_t)n) {
+        return;
+    }
+    snprintf(buf, len, "%d", cpus[index % (size_t)n]);
 }
 
 /* Peers of member `self`: every other member's port, comma-separated. */
@@ -265,6 +306,7 @@ static int ctl_new_layout(struct ctl_cluster* c,
                           long port,
                           const char* bin_opt,
                           const char* node_flags,
+                          bool pin,
                           bool fault) {
     memset(c, 0, sizeof *c);
     if (ctl_mkdirs(data) != 0) {
@@ -291,9 +333,13 @@ static int ctl_new_layout(struct ctl_cluster* c,
     }
     for (size_t i = 0; i < c->count; i++) {
         char peers[CTL_MAX_NODES * 8];
+        char cpus[16] = "";
         ctl_peers_of(c, i, peers, sizeof peers);
-        ctl_member_argv(&c->node[i], bin, c->dir, peers, node_flags, fault,
-                        false);
+        if (pin) {
+            ctl_auto_cpus(i, c->count, cpus, sizeof cpus);
+        }
+        ctl_member_argv(&c->node[i], bin, c->dir, peers, node_flags, cpus,
+                        fault, false);
     }
     return ctl_cluster_save(c);
 }
@@ -302,6 +348,7 @@ static int ctl_cluster_start(int argc, char** argv) {
     long n = -1, port = -1; /* -1: not given (defaults 3 and 8080) */
     double wait_s = CTL_START_WAIT_S;
     const char *data = NULL, *node_flags = NULL, *bin_opt = NULL;
+    const char* cpus_mode = "auto";
     bool fault = false, foreground = false, help = false;
     const struct ctl_opt opts[] = {
         {"help", CTL_OPT_FLAG, &help},
@@ -313,6 +360,7 @@ static int ctl_cluster_start(int argc, char** argv) {
         {"node-bin", CTL_OPT_STR, &bin_opt},
         {"fault-injection", CTL_OPT_FLAG, &fault},
         {"foreground", CTL_OPT_FLAG, &foreground},
+        {"cpus", CTL_OPT_STR, &cpus_mode},
     };
     if (ctl_parse_opts("cluster start", argc, argv, opts,
                        sizeof opts / sizeof opts[0], NULL, 0, NULL) != 0) {
@@ -321,6 +369,10 @@ static int ctl_cluster_start(int argc, char** argv) {
     if (help) {
         ctl_cluster_usage(stdout);
         return 0;
+    }
+    if (strcmp(cpus_mode, "auto") != 0 && strcmp(cpus_mode, "none") != 0) {
+        fprintf(stderr, "skeinctl cluster start: --cpus is auto or none\n");
+        return 2;
     }
     if (data == NULL) {
         data = ctl_data_dir();
@@ -381,7 +433,8 @@ static int ctl_cluster_start(int argc, char** argv) {
         goto out;
     }
     if (!restart &&
-        ctl_new_layout(c, data, n, port, bin_opt, node_flags, fault) != 0) {
+        ctl_new_layout(c, data, n, port, bin_opt, node_flags,
+                       strcmp(cpus_mode, "auto") == 0, fault) != 0) {
         goto out;
     }
     for (size_t i = 0; i < c->count; i++) {
@@ -788,15 +841,20 @@ static int ctl_cluster_add_node(int argc, char** argv) {
     c->count++;
     char peers[CTL_MAX_NODES * 8];
     ctl_peers_of(c, c->count - 1, peers, sizeof peers);
-    /* Same extra flags as node 0 had (fault injection, durability...). */
+    /* Same extra flags as node 0 had (fault injection, durability...),
+     * and a CPU of its own if node 0 was given one. */
     bool fault = false;
+    char cpus[16] = "";
     for (int a = 0; a < c->node[0].argc; a++) {
         fault = fault ||
                 strcmp(c->node[0].argv[a], "--enable-fault-injection") == 0;
+        if (strcmp(c->node[0].argv[a], "--cpus") == 0) {
+            ctl_auto_cpus(c->count - 1, c->count, cpus, sizeof cpus);
+        }
     }
     char bin[CTL_PATH_MAX];
     snprintf(bin, sizeof bin, "%s", c->node[0].argv[0]);
-    ctl_member_argv(m, bin, c->dir, peers, node_flags, fault, true);
+    ctl_member_argv(m, bin, c->dir, peers, node_flags, cpus, fault, true);
     if (ctl_cluster_save(c) != 0 || ctl_member_spawn(c, m) != 0) {
         goto out;
     }

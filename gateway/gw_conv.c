@@ -245,6 +245,7 @@ json_t* gw_status_json(const Skein__StatusResponse* s) {
     json_object_set_new(o, "uptime_ms", gw_json_u64(s->uptime_ms));
     json_object_set_new(o, "address", gw_json_str(s->address));
     json_object_set_new(o, "http_address", gw_json_str(s->http_address));
+    json_object_set_new(o, "cpus", gw_json_str(s->cpus));
     json_object_set_new(o, "dropped_messages",
                         gw_json_u64(s->dropped_messages));
     json_t* fsync = json_object();

@@ -12,11 +12,13 @@
  *            election timeout;
  *  healthy   otherwise.
  */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec.h"
+#include "cpus.h"
 #include "node_internal.h"
 
 #define ST(x)                  SKEIN__CLIENT_RESPONSE__STATUS__##x
@@ -145,6 +147,7 @@ struct status_buffers {
     Skein__FollowerStatus* fps[RAFT_MAX_NODES];
     Skein__Configuration conf;
     Skein__ResyncStats rs;
+    char cpus[256];
 };
 
 static void fill_followers(struct node* n,
@@ -254,6 +257,10 @@ static void fill_status(struct node* n,
     s->forward_results_unmatched = n->counters.forward_results_unmatched;
     s->has_lingered_rounds = 1;
     s->lingered_rounds = n->counters.lingered_rounds;
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0) {
+        s->cpus = cpus_format(&cpus, b->cpus, sizeof(b->cpus));
+    }
     s->has_read_index_requests = 1;
     s->read_index_requests = n->counters.read_index_requests;
     s->has_fault_drops = 1;

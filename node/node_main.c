@@ -3,6 +3,7 @@
  *
  * Precedence: defaults < config file < SKEIN_* environment < flags.
  */
+#define _GNU_SOURCE /* sched_setaffinity */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 
 #include <nng/nng.h>
 
+#include "cpus.h"
 #include "gw.h"
 #include "node.h"
 #include "store_env.h"
@@ -26,6 +28,7 @@ struct main_opts {
     char long_peers[4096]; /* long form: ID=URL[@HTTP],... */
     bool data_dir_set;
     bool no_http;
+    char cpus[256]; /* --cpus, empty = where the scheduler likes */
 };
 
 static void usage(FILE* f) {
@@ -79,6 +82,13 @@ static void usage(FILE* f) {
         "  --write-timeout-ms N     a write's deadline (default 5000)\n"
         "  --read-timeout-ms N      a read's deadline (default 5000)\n"
         "  --http-threads N         gateway threads (default 300)\n"
+        "  --cpus LIST              run every thread of the node on these "
+        "CPUs\n"
+        "                           (\"0\", \"0-3\", \"0,2\"; default: "
+        "any): nodes that\n"
+        "                           share a machine hand work between their "
+        "own\n"
+        "                           threads on one CPU\n"
         "  --enable-fault-injection accept transport fault injection (chaos)\n"
         "  --no-pre-vote, --no-check-quorum   disable those raft features "
         "(tests)\n"
@@ -199,6 +209,10 @@ static int set_option(struct main_opts* o, const char* name, const char* val) {
     if (strcmp(name, "http-threads") == 0) {
         return parse_u32(val, &c->http_threads);
     }
+    if (strcmp(name, "cpus") == 0) {
+        cpu_set_t set;
+        return cpus_parse(val, &set) == 0 ? COPY(o->cpus) : -1;
+    }
     if (strcmp(name, "enable-fault-injection") == 0) {
         c->fault_injection = strcmp(val, "0") != 0 && strcmp(val, "no") != 0;
         return 0;
@@ -287,6 +301,7 @@ static const char* const env_names[] = {"node-id",
                                         "write-timeout-ms",
                                         "read-timeout-ms",
                                         "http-threads",
+                                        "cpus",
                                         "enable-fault-injection",
                                         NULL};
 
@@ -438,6 +453,22 @@ static int parse_args(struct main_opts* o, int argc, char** argv) {
     return o->seed_port > 0 ? resolve_seed_form(o) : resolve_long_form(o);
 }
 
+/* Binds this thread, and so every thread started after it (nng's,
+ * civetweb's, the loop), to the CPUs in `list`. Returns 0 or -1. */
+static int pin_to_cpus(const char* list, uint64_t id) {
+    cpu_set_t set;
+
+    if (cpus_parse(list, &set) != 0 ||
+        sched_setaffinity(0, sizeof(set), &set) != 0) {
+        fprintf(stderr,
+                "skein-node %llu: cannot run on CPUs %s: %s (see "
+                "/sys/devices/system/cpu/online)\n",
+                (unsigned long long)id, list, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char** argv) {
     struct main_opts o;
     struct node* n = NULL;
@@ -450,6 +481,9 @@ int main(int argc, char** argv) {
     memset(&o, 0, sizeof(o));
     node_config_default(&o.cfg, 0);
     if (parse_args(&o, argc, argv) != 0) {
+        return 2;
+    }
+    if (o.cpus[0] != '\0' && pin_to_cpus(o.cpus, o.cfg.id) != 0) {
         return 2;
     }
     memset(&sa, 0, sizeof(sa));

@@ -12,6 +12,41 @@ D="$T_DIR/c"
 t_log "cluster on $base"
 "$CTL" cluster status --data "$D" || t_fail "cluster status"
 
+# CPU placement (cluster start --cpus auto): with at least as many nodes as
+# CPUs, node i runs on the (i mod CPUs)-th CPU this test may use, every
+# thread of it; with more CPUs than nodes, nothing is pinned. /status
+# reports the CPUs a node may run on.
+read -r -a ALLOWED <<<"$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/self/status |
+    tr ',' '\n' | awk -F- '{ for (c = $1; c <= ($2 == "" ? $1 : $2); c++) print c }' |
+    tr '\n' ' ')"
+check_cpus() { # check_cpus NODES ID
+    local nodes=$1 id=$2 pid want got t
+    pid=$(t_pid c "$id")
+    got=$(curl -s "http://127.0.0.1:$((base + id))/status" | jq -r .cpus)
+    if [ "${#ALLOWED[@]}" -ge 2 ] && [ "$nodes" -ge "${#ALLOWED[@]}" ]; then
+        want=${ALLOWED[$((id % ${#ALLOWED[@]}))]}
+    else
+        want=$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/self/status)
+    fi
+    [ "$got" = "$want" ] || t_fail "node $id reports CPUs '$got', expected '$want'"
+    for t in /proc/"$pid"/task/*; do
+        got=$(awk '/^Cpus_allowed_list/ { print $2 }' "$t/status")
+        [ "$got" = "$want" ] || t_fail "a thread of node $id runs on CPUs $got, expected $want"
+    done
+}
+for i in 0 1 2; do check_cpus 3 "$i"; done
+t_log "CPUs of nodes 0-2: $(for i in 0 1 2; do curl -s "http://127.0.0.1:$((base + i))/status" | jq -r .cpus; done | tr '\n' ' ')(allowed: ${ALLOWED[*]})"
+# A CPU list that is malformed, or names no CPU the node may use, is refused
+# before anything starts.
+for bad in "1-0" "0," "x" "1000"; do
+    rc=0
+    "$BIN/skein-node" --node-id 7 --port 1 --peers 2 --data-dir "$T_DIR/never" \
+        --cpus "$bad" 2>"$T_DIR/cpus.err" || rc=$?
+    [ "$rc" = 2 ] || t_fail "--cpus $bad: exit $rc, expected 2"
+    grep -qi "cpus" "$T_DIR/cpus.err" || t_fail "--cpus $bad: no error message"
+    [ ! -e "$T_DIR/never" ] || t_fail "--cpus $bad created the data dir"
+done
+
 "$CTL" flood --data "$D" --count 300 --concurrency 20 --no-progress ||
     t_fail "flood"
 "$CTL" burst --data "$D" --size 20 --bursts 3 --pause 100 --no-progress >/dev/null ||
@@ -86,6 +121,7 @@ grep -q '"restart_failures": 0' "$T_DIR/storm.json" || t_fail "restart failures"
 t_log "add a fourth node, then remove it"
 "$CTL" cluster add-node --data "$D" --wait 180 || t_fail "add-node"
 [ "$(grep -c '^node ' "$D/cluster.conf")" = 4 ] || t_fail "cluster.conf has no 4th node"
+check_cpus 3 3 # placed by the layout the cluster started with
 "$CTL" verify --data "$D" --timeout 60 || t_fail "verify with 4 nodes"
 "$CTL" cluster remove-node --data "$D" --id 3 || t_fail "remove-node"
 [ "$(grep -c '^node ' "$D/cluster.conf")" = 3 ] || t_fail "cluster.conf still lists node 3"
