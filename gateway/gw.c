@@ -1,9 +1,13 @@
 /*
  * gw.c - the gateway's lifecycle: configuration, start and stop.
  */
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "gw_internal.h"
 
@@ -251,6 +255,84 @@ int gw_start(const struct gw_config* cfg, struct gw** out) {
     return GW_OK;
 }
 
+/* What wakes civetweb's listener while mg_stop waits for it. */
+struct gw_waker {
+    struct addrinfo* addrs; /* where our listener can be reached */
+    atomic_bool done;
+};
+
+/* civetweb's listener thread looks at its stop flag only between polls
+ * of 2 s (SOCKET_TIMEOUT_QUANTUM), so mg_stop alone takes up to 2 s.
+ * A connection to the listener ends its poll at once; repeated, because
+ * the first may come before mg_stop has raised the flag. */
+static void* gw_waker_run(void* arg) {
+    struct gw_waker* w = arg;
+    const struct timespec pause = {0, 20 * 1000 * 1000};
+
+    while (!atomic_load(&w->done)) {
+        for (struct addrinfo* a = w->addrs; a != NULL; a = a->ai_next) {
+            int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK,
+                            a->ai_protocol);
+            if (fd >= 0) {
+                (void)connect(fd, a->ai_addr, a->ai_addrlen);
+                close(fd);
+            }
+        }
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+/* The addresses of our listener for gw_waker_run (a wildcard listener is
+ * reached on loopback), or NULL. The caller frees them (freeaddrinfo). */
+static struct addrinfo* gw_listener_addrs(const struct gw* gw) {
+    char host[128];
+    char port[16];
+    const char* colon = strrchr(gw->listen, ':');
+    struct addrinfo hints;
+    struct addrinfo* res = NULL;
+
+    if (gw->port <= 0) {
+        return NULL;
+    }
+    snprintf(port, sizeof port, "%d", gw->port);
+    snprintf(host, sizeof host, "%.*s",
+             colon != NULL ? (int)(colon - gw->listen) : 0, gw->listen);
+    if (host[0] == '[') { /* [v6]:port */
+        memmove(host, host + 1, strlen(host));
+        host[strcspn(host, "]")] = '\0';
+    }
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0) {
+        snprintf(host, sizeof host, "127.0.0.1");
+    } else if (strcmp(host, "::") == 0) {
+        snprintf(host, sizeof host, "::1");
+    }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    return getaddrinfo(host, port, &hints, &res) == 0 ? res : NULL;
+}
+
+/* mg_stop, without civetweb's 2 s wait for its listener's poll. */
+static void gw_stop_http(struct gw* gw) {
+    struct gw_waker w = {.addrs = gw_listener_addrs(gw)};
+    pthread_t waker;
+    bool waking;
+
+    atomic_init(&w.done, false);
+    waking =
+        w.addrs != NULL && pthread_create(&waker, NULL, gw_waker_run, &w) == 0;
+    mg_stop(gw->mg);
+    gw->mg = NULL;
+    if (waking) {
+        atomic_store(&w.done, true);
+        pthread_join(waker, NULL);
+    }
+    if (w.addrs != NULL) {
+        freeaddrinfo(w.addrs);
+    }
+}
+
 void gw_stop(struct gw* gw) {
     if (gw == NULL) {
         return;
@@ -258,8 +340,7 @@ void gw_stop(struct gw* gw) {
     /* Handlers use the node sockets: stop them first, then the probe,
      * then close the sockets. */
     if (gw->mg != NULL) {
-        mg_stop(gw->mg);
-        gw->mg = NULL;
+        gw_stop_http(gw);
     }
     gw_probe_stop(gw);
     gw_rpc_close(gw);
