@@ -901,28 +901,52 @@ static void process_ready(struct node* n) {
 /* ------------------------------------------------------------------ */
 /* Loop                                                                */
 
-/* Hands leadership to the most up-to-date voter, if we lead, so the
+raft_node_id node_pick_handoff(const struct raft_progress_info* prs,
+                               size_t count,
+                               raft_node_id self,
+                               uint64_t fresh_ticks) {
+    const struct raft_progress_info* best = NULL;
+    bool best_fresh = false;
+    uint64_t now = 0;
+
+    for (size_t i = 0; i < count; i++) {
+        if (prs[i].id == self) {
+            now = prs[i].last_contact_tick;
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        const struct raft_progress_info* p = &prs[i];
+        bool fresh = p->last_contact_tick != 0 &&
+                     now - p->last_contact_tick <= fresh_ticks;
+        if (p->id == self || p->role != RAFT_VOTER || !p->recent_active) {
+            continue;
+        }
+        if (best == NULL || (fresh && !best_fresh) ||
+            (fresh == best_fresh &&
+             (p->match > best->match ||
+              (p->match == best->match &&
+               p->last_contact_tick > best->last_contact_tick)))) {
+            best = p;
+            best_fresh = fresh;
+        }
+    }
+    return best != NULL ? best->id : 0;
+}
+
+/* Hands leadership to the most up-to-date live voter, if we lead, so the
  * cluster does not wait an election timeout for us when we leave. */
 static void hand_off_leadership(struct node* n) {
     struct raft_progress_info prs[RAFT_MAX_NODES];
     size_t count;
-    raft_node_id best = 0;
-    raft_index best_match = 0;
+    raft_node_id best;
 
     if (raft_role(n->raft) != RAFT_LEADER) {
         return;
     }
     count = raft_progress(n->raft, prs, RAFT_MAX_NODES);
-    for (size_t i = 0; i < count; i++) {
-        if (prs[i].id == raft_id(n->raft) || prs[i].role != RAFT_VOTER ||
-            !prs[i].recent_active) {
-            continue;
-        }
-        if (best == 0 || prs[i].match > best_match) {
-            best = prs[i].id;
-            best_match = prs[i].match;
-        }
-    }
+    /* A follower answers every heartbeat: two missed ones mean trouble. */
+    best = node_pick_handoff(prs, count, raft_id(n->raft),
+                             2u * n->cfg.heartbeat_ticks);
     if (best != 0) {
         (void)raft_transfer_leader(n->raft, best);
     }

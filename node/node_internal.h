@@ -292,6 +292,17 @@ void node_reply_client(struct transport_server_ctx* reply,
 void node_reply_admin(struct transport_server_ctx* reply,
                       Skein__AdminResponse* resp);
 void node_fill_leader_hint(struct node* n, Skein__ClientResponse* resp);
+/** The voter a stopping leader hands leadership to, from `count` entries
+ * of raft_progress (self included: its last_contact_tick is "now"). Only
+ * other voters that are recent_active qualify; among them those heard from
+ * within `fresh_ticks` come first (a member that died a moment ago still
+ * counts as recent_active), then the longest log, then the latest contact.
+ * Returns its id, or 0 if none qualifies. */
+raft_node_id node_pick_handoff(const struct raft_progress_info* prs,
+                               size_t count,
+                               raft_node_id self,
+                               uint64_t fresh_ticks);
+
 /** Keeps a member's request handle until the end of the loop round, so
  * that our raft messages for `peer` ride in its reply (else it is
  * answered empty then). Takes the handle. */
